@@ -1,0 +1,92 @@
+"""Small immutable records passed between the ledger, sources, sinks and the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import PurePosixPath
+
+
+class Kind(StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    """One file as the sinks see it: the app row's facts plus what the source told us."""
+
+    file_id: str
+    path: str
+    size: int
+    mime: str = "application/octet-stream"
+    kind: Kind = Kind.OTHER
+    date_taken: datetime | None = None
+    gps: str | None = None
+    etag: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def ext(self) -> str:
+        """The key's extension, lower case with its dot ('' when there is none)."""
+        return PurePosixPath(self.path).suffix.lower()
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.path).name
+
+    def metadata(self) -> dict[str, str]:
+        """The metadata every sink carries along, as strings."""
+        meta = {"fileId": self.file_id, "path": self.path}
+        if self.date_taken is not None:
+            meta["dateTaken"] = self.date_taken.isoformat()
+        if self.gps:
+            meta["gpsCoordinates"] = self.gps
+        return meta
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """What a sink holds after an upload: enough to find, show and verify it."""
+
+    remote_id: str
+    url: str | None
+    size: int
+    checksum: str | None = None
+    existed: bool = False  # True when the sink already had it (idempotent repeat)
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """A claimed ledger row: one app file to bring to every sink its route names."""
+
+    file_id: str
+    path: str | None
+    date_taken: datetime | None
+    gps: str | None
+    attempts: int
+    done_sinks: frozenset[str] = frozenset()
+    resume_tokens: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    """Counts for one run; stored in the runs table and printed at the end."""
+
+    run_id: int | None = None
+    copied: int = 0
+    skipped: int = 0
+    failed: int = 0
+    retry_later: int = 0
+    bytes: int = 0
+    per_sink: dict[str, dict[str, int]] = field(default_factory=dict)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (file_id, sink, reason)
+    skips: list[tuple[str, str]] = field(default_factory=list)  # (file_id, reason)
+    interrupted: bool = False
+
+    def count(self, sink: str, outcome: str, n: int = 1) -> None:
+        bucket = self.per_sink.setdefault(sink, {})
+        bucket[outcome] = bucket.get(outcome, 0) + n

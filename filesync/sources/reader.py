@@ -1,0 +1,88 @@
+"""A seekable, bounded-memory view of a source object: seeking reopens the stream at the new offset.
+
+tuspy and retried uploads need `seek`; object stores hand out forward-only streams. Reopening with
+a ranged read costs one request per seek and never holds more than one read's worth of bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import BinaryIO
+
+from filesync.errors import SourceError
+from filesync.sources import Source
+
+
+class SeekableReader(io.RawIOBase):
+    def __init__(self, source: Source, key: str, size: int) -> None:
+        self._source = source
+        self._key = key
+        self._size = size
+        self._pos = 0
+        self._stream: BinaryIO | None = None
+        self._stream_pos = -1
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self._size + offset
+        else:
+            raise ValueError(f"bad whence {whence}")
+        if target < 0:
+            raise ValueError("negative seek position")
+        self._pos = target
+        return target
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._pos >= self._size:
+            return 0
+        if self._stream is None or self._stream_pos != self._pos:
+            self._close_stream()
+            self._stream = self._source.open(self._key, self._pos)
+            self._stream_pos = self._pos
+        want = min(len(buffer), self._size - self._pos)
+        try:
+            data = self._stream.read(want)
+        except SourceError:
+            self._close_stream()
+            raise
+        except Exception as exc:  # botocore/urllib3 read errors mid-stream: worth another try
+            self._close_stream()
+            raise SourceError(f"reading {self._key!r} failed at byte {self._pos}: {type(exc).__name__}") from exc
+        n = len(data)
+        if n == 0:
+            raise OSError(f"{self._key}: object ended at {self._pos} of {self._size} bytes")
+        buffer[:n] = data
+        self._pos += n
+        self._stream_pos += n
+        self.bytes_read += n
+        return n
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            finally:
+                self._stream = None
+
+    def close(self) -> None:
+        self._close_stream()
+        super().close()
+
+
+def open_seekable(source: Source, key: str, size: int, buffer_size: int = 1024 * 1024) -> io.BufferedReader:
+    """Full-length reads (`read(n)` returns n bytes until the end) over a SeekableReader."""
+    return io.BufferedReader(SeekableReader(source, key, size), buffer_size=buffer_size)
