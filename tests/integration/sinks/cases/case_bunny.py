@@ -1,0 +1,17 @@
+"""The Bunny Edge Storage sink under the conformance suite, against FakeBunny over a real socket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from filesync.sinks.bunny import BunnySink
+from filesync.testing.fakes.bunny import FakeBunny
+from filesync.testing.sink_conformance import SinkCase
+
+
+def make(fake: Any, bad_credentials: bool = False) -> BunnySink:
+    key = "not-the-zone-password" if bad_credentials else fake.access_key
+    return BunnySink(fake.zone, key, endpoint=fake.url, pull_zone="filesync-test.b-cdn.net", timeout=10.0)
+
+
+CASE = SinkCase(name="bunny", fake=FakeBunny, make=make)
