@@ -65,7 +65,7 @@ class FileTask:
 
     file_id: str
     path: str | None
-    date_taken: datetime | None
+    date_taken: str | None  # as the app's table holds it; parsed (and validated) by the pipeline
     gps: str | None
     attempts: int
     done_sinks: frozenset[str] = frozenset()

@@ -87,6 +87,7 @@ class LocalSink:
         size = 0
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
         try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the copy from the folder's other readers
             with os.fdopen(fd, "wb") as out:
                 while chunk := body.read(CHUNK):
                     out.write(chunk)

@@ -1,0 +1,83 @@
+"""Assemble a configured filesync: settings validated, the ledger, the source and every routed sink.
+
+Everything is validated here, before any work, so a bad setting stops the program with its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from filesync import sinks as sink_registry
+from filesync import sources as source_registry
+from filesync.config import CORE_SETTINGS, Config, Environment, Setting
+from filesync.ledger import Database, Ledger, embedded_url
+from filesync.routing import Routes
+from filesync.sinks import Sink, SinkContext
+from filesync.sources import Source
+
+
+def all_settings() -> tuple[Setting, ...]:
+    """Every declared setting: core, logs, daemon, each source and each installed sink (once each)."""
+    found: dict[str, Setting] = {s.env: s for s in CORE_SETTINGS}
+    groups: list[tuple[Setting, ...]] = []
+    with contextlib.suppress(ImportError, AttributeError):
+        from filesync.logs import LOG_SETTINGS
+
+        groups.append(LOG_SETTINGS)
+    with contextlib.suppress(ImportError, AttributeError):
+        from filesync.scheduler import DAEMON_SETTINGS
+
+        groups.append(DAEMON_SETTINGS)
+    for name in ("s3", "local"):
+        with contextlib.suppress(Exception):
+            groups.append(source_registry.load(name).SETTINGS)
+    for name in sorted(sink_registry.registry()):
+        with contextlib.suppress(Exception):
+            groups.append(sink_registry.load(name).SETTINGS)
+    for group in groups:
+        for setting in group:
+            found.setdefault(setting.env, setting)
+    return tuple(found.values())
+
+
+@dataclass
+class App:
+    config: Config
+    ledger: Ledger
+    source: Source
+    routes: Routes
+    sinks: dict[str, Sink] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, env: Environment | None = None, *, connect: bool = True) -> App:
+        env = env or Environment()
+        config = Config.load(env)
+        routes = Routes.parse(config.routes)
+        context = SinkContext(http_timeout=config.http_timeout, concurrency=config.concurrency)
+        source_cls = source_registry.load(config.source)
+        source_values = env.resolve(source_cls.SETTINGS)
+        sink_classes = {name: sink_registry.load(name) for name in routes.all_sinks()}
+        sink_values = {name: env.resolve(cls_.SETTINGS) for name, cls_ in sink_classes.items()}
+        # Everything is valid: only now build clients and connect.
+        source = source_cls.from_settings(source_values)
+        built = {name: cls_.from_settings(sink_values[name], context) for name, cls_ in sink_classes.items()}
+        url = config.database_url or embedded_url(config.home)
+        db = Database(url, max_size=config.concurrency + 4)
+        ledger = Ledger(db, config.schema, config.app)
+        return cls(config=config, ledger=ledger, source=source, routes=routes, sinks=built)
+
+    def close(self) -> None:
+        for sink in self.sinks.values():
+            with contextlib.suppress(Exception):
+                sink.close()
+        with contextlib.suppress(Exception):
+            self.source.close()
+        self.ledger.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,249 @@
+"""The `filesync` command: one subcommand per way of using it, and one set of exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from enum import IntEnum
+from types import FrameType
+from typing import Any
+
+from filesync import __version__
+from filesync.config import Environment
+from filesync.errors import (
+    ConfigError,
+    FilesyncError,
+    LedgerError,
+    LedgerUnavailable,
+    SinkError,
+    SourceUnavailable,
+)
+
+
+class ExitCode(IntEnum):
+    """Documented in the README; scripts and cron wrappers rely on them."""
+
+    OK = 0  # every due file was handled (copied or skipped with a reason)
+    FILES_FAILED = 1  # the run finished, but some files failed (see the summary / `filesync status`)
+    CONFIG = 2  # a setting is missing or malformed; nothing was done
+    DATABASE = 3  # PostgreSQL could not be reached
+    SOURCE = 4  # the bucket (source) could not be reached
+    CHECK_FAILED = 5  # `filesync check`: a destination or the source failed its check
+    INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the backlog was done
+
+
+def _configure_logging(env: Environment, console: bool) -> None:
+    try:
+        from filesync import logs
+    except ImportError:  # pragma: no cover - during bootstrap only
+        return
+    logs.configure(env, console=console)
+
+
+def _err(message: str) -> None:
+    print(f"filesync: {message}", file=sys.stderr)
+
+
+def _guarded(fn: Callable[[argparse.Namespace, Environment], int]) -> Callable[[argparse.Namespace], int]:
+    """Map our errors to exit codes with one clear line on stderr."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            env = Environment()
+            return fn(args, env)
+        except ConfigError as exc:
+            _err(f"configuration error: {exc}")
+            return ExitCode.CONFIG
+        except LedgerUnavailable as exc:
+            _err(f"database unavailable: {exc}")
+            return ExitCode.DATABASE
+        except LedgerError as exc:
+            _err(f"database error: {exc}")
+            return ExitCode.DATABASE
+        except SourceUnavailable as exc:
+            _err(f"source unavailable: {exc}")
+            return ExitCode.SOURCE
+
+    return wrapper
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: stop claiming, let transfers finish. Second: cancel transfers now."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.abort = threading.Event()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            self.abort.set()
+            _err("second signal: cancelling transfers in flight")
+        else:
+            self.stop.set()
+            _err("stopping: no new files will be started (signal again to cancel transfers in flight)")
+
+
+@_guarded
+def cmd_run(args: argparse.Namespace, env: Environment) -> int:
+    """One pass over the due files, then exit."""
+    from filesync import pipeline, report
+    from filesync.app import App
+
+    _configure_logging(env, console=True)
+    signals = _Signals()
+    signals.install()
+    with App.build(env) as app:
+        summary = pipeline.run(app, stop=signals.stop, abort=signals.abort, console=not args.quiet)
+        code = report.exit_code(summary)
+        if not args.quiet:
+            print(report.summary_text(summary, app.ledger, code))
+        return code
+
+
+@_guarded
+def cmd_migrate(args: argparse.Namespace, env: Environment) -> int:
+    """Create or upgrade filesync's own tables, and nothing else."""
+    from filesync.app import App
+
+    with App.build(env) as app:
+        applied = app.ledger.migrate()
+    print(f"migrations applied: {', '.join(map(str, applied))}" if applied else "schema is up to date")
+    return ExitCode.OK
+
+
+@_guarded
+def cmd_daemon(args: argparse.Namespace, env: Environment) -> int:
+    """Run on the schedule until SIGTERM."""
+    from filesync import scheduler
+
+    return scheduler.serve(env)
+
+
+@_guarded
+def cmd_status(args: argparse.Namespace, env: Environment) -> int:
+    """Counts by state and the latest problems, from the ledger."""
+    from filesync import report
+    from filesync.app import App
+
+    with App.build(env) as app:
+        app.ledger.migrate()
+        print(report.status_text(app.ledger, limit=args.limit))
+    return ExitCode.OK
+
+
+@_guarded
+def cmd_retry(args: argparse.Namespace, env: Environment) -> int:
+    """Make parked (failed) files due again."""
+    from filesync.app import App
+
+    if not args.all and not args.file_ids:
+        raise ConfigError("name the file ids to retry, or pass --all")
+    with App.build(env) as app:
+        app.ledger.migrate()
+        n = app.ledger.retry(None if args.all else args.file_ids)
+    print(f"{n} file(s) queued again")
+    return ExitCode.OK
+
+
+@_guarded
+def cmd_check(args: argparse.Namespace, env: Environment) -> int:
+    """Validate settings, then reach the database, the source and every routed sink once."""
+    from filesync.app import App
+
+    rows: list[tuple[str, bool, str]] = []
+    with App.build(env) as app:
+        rows.append(_probe("database", app.ledger.ping))
+        rows.append(_probe(f"source ({app.config.source})", app.source.check))
+        for name, sink in app.sinks.items():
+            rows.append(_probe(f"sink {name}", sink.check))
+    secrets = env.secret_values(_all_settings())
+    width = max(len(r[0]) for r in rows)
+    for name, ok, why in rows:
+        line = f"{name:<{width}}  {'ok' if ok else 'FAILED'}  {why}".rstrip()
+        for secret in secrets:
+            line = line.replace(secret, "***")
+        print(line)
+    return ExitCode.OK if all(ok for _, ok, _ in rows) else ExitCode.CHECK_FAILED
+
+
+def _probe(name: str, fn: Callable[[], Any]) -> tuple[str, bool, str]:
+    try:
+        fn()
+    except (FilesyncError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, SinkError) else str(exc)
+        return name, False, reason
+    return name, True, ""
+
+
+def _all_settings() -> Any:
+    from filesync.app import all_settings
+
+    return all_settings()
+
+
+def cmd_sinks(args: argparse.Namespace) -> int:
+    """Installed sinks with their settings."""
+    from filesync import sinks
+
+    for name in sorted(sinks.registry()):
+        try:
+            cls = sinks.load(name)
+        except ConfigError as exc:
+            print(f"{name}: unavailable ({exc})")
+            continue
+        caps = cls.capabilities
+        kinds = ",".join(sorted(str(k) for k in caps.kinds))
+        print(f"{name}  (kinds: {kinds}{', resumable' if caps.resumable else ''}"
+              f"{', keeps metadata' if caps.keeps_metadata else ''})")
+        for s in cls.SETTINGS:
+            flags = ["required" if s.required else f"default {s.default!r}" if s.default else "optional"]
+            if s.secret:
+                flags.append("secret")
+            print(f"    {s.env:<28} {'; '.join(flags):<22} {s.help}")
+    return ExitCode.OK
+
+
+@_guarded
+def cmd_demo(args: argparse.Namespace, env: Environment) -> int:
+    """Seed sample files and run the real pipeline into a local folder: no cloud account needed."""
+    from filesync import demo
+
+    return demo.main(env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="filesync",
+        description="Copy media listed in PostgreSQL from a bucket to Cloudflare Images/Stream and other sinks.",
+    )
+    parser.add_argument("--version", action="version", version=f"filesync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="one pass over the due files, then exit")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(func=cmd_run)
+    sub.add_parser("daemon", help="run on FILESYNC_SCHEDULE until stopped").set_defaults(func=cmd_daemon)
+    sub.add_parser("migrate", help="create or upgrade filesync's tables").set_defaults(func=cmd_migrate)
+    p = sub.add_parser("status", help="counts by state and the latest problems")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("retry", help="queue parked (failed) files again")
+    p.add_argument("file_ids", nargs="*")
+    p.add_argument("--all", action="store_true")
+    p.set_defaults(func=cmd_retry)
+    sub.add_parser("check", help="validate settings and reach every destination").set_defaults(func=cmd_check)
+    sub.add_parser("sinks", help="list installed sinks and their settings").set_defaults(func=cmd_sinks)
+    sub.add_parser("demo", help="seed sample files and sync them to a local folder").set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

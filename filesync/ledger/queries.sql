@@ -1,0 +1,164 @@
+-- Named queries, loaded once by filesync.ledger.sql. {schema} is filesync's schema; {app}, {app_id},
+-- {app_path}, {app_date}, {app_gps} and {app_copied} are the app's table and columns. All are quoted with
+-- psycopg.sql.Identifier; values are always bound parameters.
+
+-- name: enqueue
+-- New not-yet-copied rows of the app's table become pending files; a row whose flag was reset
+-- after filesync marked it is looked at again (its transfers stay done, so nothing is re-sent).
+INSERT INTO {schema}.files AS f (file_id, path, date_taken, gps)
+SELECT DISTINCT ON (a.{app_id}::text)
+       a.{app_id}::text, a.{app_path}::text, a.{app_date}::text, a.{app_gps}::text
+FROM {app} AS a
+WHERE a.{app_copied} IS NOT TRUE AND a.{app_id} IS NOT NULL
+ORDER BY a.{app_id}::text
+ON CONFLICT (file_id) DO UPDATE
+SET path = EXCLUDED.path, date_taken = EXCLUDED.date_taken, gps = EXCLUDED.gps,
+    state = CASE WHEN f.state = 'done' THEN 'pending' ELSE f.state END,
+    next_attempt_at = CASE WHEN f.state = 'done' THEN now() ELSE f.next_attempt_at END,
+    updated_at = now()
+WHERE f.state = 'done'
+   OR (f.path, f.date_taken, f.gps) IS DISTINCT FROM (EXCLUDED.path, EXCLUDED.date_taken, EXCLUDED.gps)
+
+-- name: duplicate_ids
+-- Ids that appear on more than one not-yet-copied row cannot be told apart: park them with a reason.
+UPDATE {schema}.files AS f
+SET state = 'failed', error_class = 'invalid', error_status = NULL,
+    error = 'duplicate id in the app table', updated_at = now()
+FROM (SELECT a.{app_id}::text AS id FROM {app} AS a
+      WHERE a.{app_copied} IS NOT TRUE GROUP BY 1 HAVING count(*) > 1) AS d
+WHERE f.file_id = d.id AND f.state = 'pending'
+
+-- name: claim
+WITH due AS (
+    SELECT file_id FROM {schema}.files
+    WHERE state = 'pending' AND next_attempt_at <= now()
+      AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY next_attempt_at, file_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.files AS f
+SET claimed_by = %(worker)s, claimed_until = now() + make_interval(secs => %(lease)s), updated_at = now()
+FROM due
+WHERE f.file_id = due.file_id
+RETURNING f.file_id, f.path, f.date_taken, f.gps, f.attempts
+
+-- name: claimed_transfers
+SELECT file_id, sink, state, resume_token, remote_id FROM {schema}.transfers WHERE file_id = ANY(%(ids)s)
+
+-- name: heartbeat
+UPDATE {schema}.files SET claimed_until = now() + make_interval(secs => %(lease)s)
+WHERE claimed_by = %(worker)s AND file_id = ANY(%(ids)s)
+
+-- name: release
+UPDATE {schema}.files SET claimed_by = NULL, claimed_until = NULL
+WHERE claimed_by = %(worker)s AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s))
+
+-- name: claims_on_host
+SELECT DISTINCT claimed_by FROM {schema}.files WHERE claimed_by LIKE %(prefix)s
+
+-- name: lock_leased
+-- Only the lease holder may record an outcome: a worker whose lease expired gets no row back.
+SELECT file_id, state FROM {schema}.files
+WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now()
+FOR UPDATE
+
+-- name: file_info
+UPDATE {schema}.files SET kind = %(kind)s, mime = %(mime)s, size = %(size)s, updated_at = now()
+WHERE file_id = %(file_id)s
+
+-- name: save_token
+INSERT INTO {schema}.transfers (file_id, sink, resume_token)
+VALUES (%(file_id)s, %(sink)s, %(token)s)
+ON CONFLICT (file_id, sink) DO UPDATE SET resume_token = EXCLUDED.resume_token, updated_at = now()
+
+-- name: transfer_done
+INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, remote_id, remote_url, bytes, checksum,
+                                     done_at, resume_token)
+VALUES (%(file_id)s, %(sink)s, 'done', 1, %(remote_id)s, %(url)s, %(bytes)s, %(checksum)s, now(), NULL)
+ON CONFLICT (file_id, sink) DO UPDATE
+SET state = 'done', attempts = t.attempts + 1, remote_id = EXCLUDED.remote_id, remote_url = EXCLUDED.remote_url,
+    bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum, done_at = now(), resume_token = NULL,
+    error_class = NULL, error_status = NULL, error = NULL, updated_at = now()
+
+-- name: transfer_failed
+INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, error_class, error_status, error)
+VALUES (%(file_id)s, %(sink)s, %(state)s, 1, %(error_class)s, %(status)s, %(error)s)
+ON CONFLICT (file_id, sink) DO UPDATE
+SET state = EXCLUDED.state, attempts = t.attempts + 1, error_class = EXCLUDED.error_class,
+    error_status = EXCLUDED.error_status, error = EXCLUDED.error, updated_at = now()
+
+-- name: done_sinks
+SELECT sink FROM {schema}.transfers WHERE file_id = %(file_id)s AND state = 'done'
+
+-- name: file_done
+UPDATE {schema}.files
+SET state = 'done', claimed_by = NULL, claimed_until = NULL, error_class = NULL, error_status = NULL,
+    error = NULL, done_at = now(), updated_at = now()
+WHERE file_id = %(file_id)s
+
+-- name: mark_app_copied
+UPDATE {app} SET {app_copied} = true WHERE {app_id} = %(file_id)s AND {app_copied} IS NOT TRUE
+
+-- name: file_failed
+UPDATE {schema}.files
+SET attempts = attempts + 1,
+    state = CASE WHEN %(permanent)s OR attempts + 1 >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = now() + make_interval(secs => LEAST(86400, %(backoff)s * power(2, attempts))),
+    error_class = %(error_class)s, error_status = %(status)s, error = %(error)s,
+    claimed_by = NULL, claimed_until = NULL, updated_at = now()
+WHERE file_id = %(file_id)s
+RETURNING state, attempts
+
+-- name: file_skipped
+UPDATE {schema}.files
+SET state = 'skipped', error_class = 'unsupported', error_status = NULL, error = %(reason)s,
+    claimed_by = NULL, claimed_until = NULL, updated_at = now()
+WHERE file_id = %(file_id)s
+
+-- name: done_mimes
+SELECT mime, array_agg(DISTINCT t.sink) FILTER (WHERE t.state = 'done') AS sinks
+FROM {schema}.files f LEFT JOIN {schema}.transfers t USING (file_id)
+WHERE f.state IN ('done', 'skipped') AND f.mime IS NOT NULL
+GROUP BY mime
+
+-- name: requeue_mime
+-- Routes changed: files of this type that lack a done transfer to one of `sinks` are due again
+-- (a backfill to a newly added sink, or a skipped type that now has a route).
+UPDATE {schema}.files AS f
+SET state = 'pending', next_attempt_at = now(), attempts = 0, error = NULL, error_class = NULL,
+    error_status = NULL, updated_at = now()
+WHERE f.state IN ('done', 'skipped') AND f.mime = %(mime)s
+  AND EXISTS (SELECT 1 FROM unnest(%(sinks)s::text[]) AS s(name)
+              WHERE NOT EXISTS (SELECT 1 FROM {schema}.transfers t
+                                WHERE t.file_id = f.file_id AND t.sink = s.name AND t.state = 'done'))
+
+-- name: run_start
+INSERT INTO {schema}.runs (worker, host, pid) VALUES (%(worker)s, %(host)s, %(pid)s) RETURNING id
+
+-- name: run_finish
+UPDATE {schema}.runs
+SET finished_at = now(), status = %(status)s, copied = %(copied)s, skipped = %(skipped)s, failed = %(failed)s,
+    retry_later = %(retry_later)s, bytes = %(bytes)s, error = %(error)s
+WHERE id = %(run_id)s
+
+-- name: backlog
+SELECT count(*) FROM {schema}.files WHERE state = 'pending' AND next_attempt_at <= now()
+
+-- name: retry_failed
+UPDATE {schema}.files
+SET state = 'pending', attempts = 0, next_attempt_at = now(), error = NULL, error_class = NULL,
+    error_status = NULL, updated_at = now()
+WHERE state = 'failed' AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s))
+
+-- name: retry_transfers
+UPDATE {schema}.transfers SET state = 'pending', attempts = 0
+WHERE state = 'failed' AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s))
+
+-- name: state_counts
+SELECT state, count(*) FROM {schema}.files GROUP BY state
+
+-- name: problems
+SELECT file_id, state, coalesce(error_class, ''), error_status, coalesce(error, ''), attempts, updated_at
+FROM {schema}.files WHERE state IN ('failed', 'skipped') OR (state = 'pending' AND attempts > 0)
+ORDER BY updated_at DESC LIMIT %(limit)s

@@ -1,0 +1,272 @@
+"""The ledger: filesync's durable record of every file and destination. The only module that writes SQL.
+
+Every step a later run needs (the claim, the tus URL, the outcome) is committed before the step that
+could be interrupted; outcomes are accepted only from the worker that holds the file's lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from filesync.config import AppTable
+from filesync.errors import ErrorClass, LeaseLost
+from filesync.ledger import migrations
+from filesync.ledger.db import Database
+from filesync.ledger.sql import Queries
+from filesync.model import FileTask, RemoteObject, RunSummary
+
+
+@dataclass(frozen=True)
+class Problem:
+    file_id: str
+    state: str
+    error_class: str
+    status: int | None
+    error: str
+    attempts: int
+    updated_at: datetime
+
+
+class Ledger:
+    def __init__(self, db: Database, schema: str, app: AppTable) -> None:
+        self.db = db
+        self.schema = schema
+        self.app = app
+        self.q = Queries(schema, app)
+
+    # --- schema -----------------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        return migrations.migrate(self.db, self.schema)
+
+    def ping(self) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("SELECT 1")
+
+    # --- intake -----------------------------------------------------------------------------------
+    def enqueue(self) -> int:
+        """New rows of the app's table into the ledger; returns how many were added or changed."""
+        with self.db.transaction() as conn:
+            added = conn.execute(self.q["enqueue"]).rowcount
+            conn.execute(self.q["duplicate_ids"])
+        return max(added, 0)
+
+    def requeue_for_routes(self, sinks_for: Any) -> int:
+        """Done or skipped files whose type's route now names a sink they lack become due again.
+
+        `sinks_for(mime) -> list[str]` is the routing table.
+        """
+        changed = 0
+        with self.db.transaction() as conn:
+            rows = conn.execute(self.q["done_mimes"]).fetchall()
+            for mime, done in rows:
+                wanted = sinks_for(mime)
+                if wanted and not set(wanted) <= set(done or ()):
+                    changed += conn.execute(self.q["requeue_mime"], {"mime": mime, "sinks": wanted}).rowcount
+        return changed
+
+    # --- claims -----------------------------------------------------------------------------------
+    def claim(self, worker: str, limit: int, lease_seconds: int) -> list[FileTask]:
+        with self.db.transaction() as conn:
+            rows = conn.execute(self.q["claim"], {"worker": worker, "limit": limit, "lease": lease_seconds}).fetchall()
+            if not rows:
+                return []
+            ids = [r[0] for r in rows]
+            transfers = conn.execute(self.q["claimed_transfers"], {"ids": ids}).fetchall()
+        done: dict[str, set[str]] = {}
+        tokens: dict[str, dict[str, str]] = {}
+        remote_ids: dict[str, dict[str, str]] = {}
+        for file_id, sink, state, token, remote_id in transfers:
+            if state == "done":
+                done.setdefault(file_id, set()).add(sink)
+            if token:
+                tokens.setdefault(file_id, {})[sink] = token
+            if remote_id:
+                remote_ids.setdefault(file_id, {})[sink] = remote_id
+        return [
+            FileTask(
+                file_id=file_id,
+                path=path,
+                date_taken=date_taken,
+                gps=gps,
+                attempts=attempts,
+                done_sinks=frozenset(done.get(file_id, ())),
+                resume_tokens=tokens.get(file_id, {}),
+            )
+            for file_id, path, date_taken, gps, attempts in rows
+        ]
+
+    def heartbeat(self, worker: str, file_ids: Sequence[str], lease_seconds: int) -> int:
+        if not file_ids:
+            return 0
+        with self.db.transaction() as conn:
+            return conn.execute(
+                self.q["heartbeat"], {"worker": worker, "ids": list(file_ids), "lease": lease_seconds}
+            ).rowcount
+
+    def release(self, worker: str, file_ids: Iterable[str] | None = None) -> int:
+        """Hand claimed files back unmarked, so the next claim (any worker) picks them up."""
+        ids = list(file_ids) if file_ids is not None else None
+        with self.db.transaction() as conn:
+            return conn.execute(self.q["release"], {"worker": worker, "ids": ids}).rowcount
+
+    def release_dead_on_host(self, worker_prefix: str, live_token: str) -> int:
+        """Release claims left by processes of this host that no longer run (killed, crashed, restarted).
+
+        Claim tokens are `<worker>@<host>/<pid>`; a pid that is this process's own, or not alive, on this
+        host cannot be holding a transfer now.
+        """
+        released = 0
+        with self.db.transaction() as conn:
+            owners = [r[0] for r in conn.execute(self.q["claims_on_host"], {"prefix": worker_prefix + "%"})]
+        for owner in owners:
+            pid_text = owner.rsplit("/", 1)[-1]
+            if not pid_text.isdigit():
+                continue
+            pid = int(pid_text)
+            if owner == live_token or not _alive(pid):
+                released += self.release(owner)
+        return released
+
+    # --- outcomes (lease-checked) -----------------------------------------------------------------
+    def _lock(self, conn: Any, worker: str, file_id: str) -> None:
+        if conn.execute(self.q["lock_leased"], {"file_id": file_id, "worker": worker}).fetchone() is None:
+            raise LeaseLost(f"lease on file {file_id} is no longer held by this worker")
+
+    def record_info(self, file_id: str, kind: str, mime: str, size: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(self.q["file_info"], {"file_id": file_id, "kind": kind, "mime": mime, "size": size})
+
+    def save_resume_token(self, worker: str, file_id: str, sink: str, token: str | None) -> None:
+        with self.db.transaction() as conn:
+            self._lock(conn, worker, file_id)
+            conn.execute(self.q["save_token"], {"file_id": file_id, "sink": sink, "token": token})
+
+    def record_done(
+        self, worker: str, file_id: str, sink: str, remote: RemoteObject, routed: Sequence[str]
+    ) -> bool:
+        """Record one confirmed transfer; when every routed sink is done, mark the file and the app's flag
+        in the same transaction. Returns True when the file is now complete."""
+        with self.db.transaction() as conn:
+            self._lock(conn, worker, file_id)
+            conn.execute(
+                self.q["transfer_done"],
+                {"file_id": file_id, "sink": sink, "remote_id": remote.remote_id, "url": remote.url,
+                 "bytes": remote.size, "checksum": remote.checksum},
+            )
+            return self._complete_if_done(conn, file_id, routed)
+
+    def mark_complete(self, worker: str, file_id: str, routed: Sequence[str]) -> bool:
+        """For a file whose routed transfers were all done earlier (its flag was reset, or a crash came
+        between the last transfer and the mark): set the flag now. True when complete."""
+        with self.db.transaction() as conn:
+            self._lock(conn, worker, file_id)
+            return self._complete_if_done(conn, file_id, routed)
+
+    def _complete_if_done(self, conn: Any, file_id: str, routed: Sequence[str]) -> bool:
+        done = {r[0] for r in conn.execute(self.q["done_sinks"], {"file_id": file_id})}
+        if not set(routed) <= done:
+            return False
+        conn.execute(self.q["file_done"], {"file_id": file_id})
+        conn.execute(self.q["mark_app_copied"], {"file_id": file_id})
+        return True
+
+    def record_transfer_failure(
+        self, worker: str, file_id: str, sink: str, error_class: str, status: int | None, error: str,
+        permanent: bool,
+    ) -> None:
+        with self.db.transaction() as conn:
+            self._lock(conn, worker, file_id)
+            conn.execute(
+                self.q["transfer_failed"],
+                {"file_id": file_id, "sink": sink, "state": "failed" if permanent else "pending",
+                 "error_class": error_class, "status": status, "error": error[:1000]},
+            )
+
+    def record_failure(
+        self, worker: str, file_id: str, *, error_class: str, status: int | None, error: str, permanent: bool,
+        max_attempts: int, backoff_seconds: float,
+    ) -> tuple[str, int]:
+        """Count an attempt; park the file when the error is permanent or attempts run out.
+        Returns (new state, attempts)."""
+        with self.db.transaction() as conn:
+            self._lock(conn, worker, file_id)
+            row = conn.execute(
+                self.q["file_failed"],
+                {"file_id": file_id, "permanent": permanent, "max_attempts": max_attempts,
+                 "backoff": backoff_seconds, "error_class": error_class, "status": status, "error": error[:1000]},
+            ).fetchone()
+        assert row is not None
+        return str(row[0]), int(row[1])
+
+    def record_skipped(self, worker: str, file_id: str, reason: str) -> None:
+        with self.db.transaction() as conn:
+            self._lock(conn, worker, file_id)
+            conn.execute(self.q["file_skipped"], {"file_id": file_id, "reason": reason})
+
+    # --- runs and reports -------------------------------------------------------------------------
+    def start_run(self, worker: str) -> int:
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                self.q["run_start"], {"worker": worker, "host": socket.gethostname(), "pid": os.getpid()}
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def finish_run(self, run_id: int, summary: RunSummary, status: str, error: str | None = None) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                self.q["run_finish"],
+                {"run_id": run_id, "status": status, "copied": summary.copied, "skipped": summary.skipped,
+                 "failed": summary.failed, "retry_later": summary.retry_later, "bytes": summary.bytes,
+                 "error": error},
+            )
+
+    def backlog(self) -> int:
+        with self.db.transaction() as conn:
+            row = conn.execute(self.q["backlog"]).fetchone()
+        return int(row[0]) if row else 0
+
+    def retry(self, file_ids: Sequence[str] | None = None) -> int:
+        """Operator's retry: parked files (all, or these) are due again with a fresh attempt count."""
+        ids = list(file_ids) if file_ids else None
+        with self.db.transaction() as conn:
+            conn.execute(self.q["retry_transfers"], {"ids": ids})
+            return conn.execute(self.q["retry_failed"], {"ids": ids}).rowcount
+
+    def state_counts(self) -> dict[str, int]:
+        with self.db.transaction() as conn:
+            return {state: int(n) for state, n in conn.execute(self.q["state_counts"])}
+
+    def problems(self, limit: int = 20) -> list[Problem]:
+        with self.db.transaction() as conn:
+            return [Problem(*row) for row in conn.execute(self.q["problems"], {"limit": limit})]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def claim_token(worker_id: str) -> str:
+    """This process's name in leases: worker, host and pid, so a dead process's claims can be recognised."""
+    return f"{worker_id}@{socket.gethostname()}/{os.getpid()}"
+
+
+def host_prefix(worker_id: str) -> str:
+    return f"{worker_id}@{socket.gethostname()}/"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["ErrorClass", "Ledger", "Problem", "claim_token", "host_prefix"]

@@ -1,0 +1,209 @@
+"""structlog setup: JSON lines to a rotating file and to stdout, one redaction step for every secret.
+
+Every event goes through the stdlib `logging` machinery (structlog's `ProcessorFormatter`), so
+filesync's own events and third-party records (boto3, urllib3, apscheduler) share the same handlers,
+the same JSON shape and the same redaction. The file handler is a size-based `RotatingFileHandler`:
+rotation renames the file and opens a new one under the same name, which `tail -F` follows. With
+`FILESYNC_LOG_MAX_BYTES=0` a `WatchedFileHandler` is used instead, for an external logrotate (it
+reopens the file when logrotate moves it) — choose that when several processes (cron runs) share
+one log file, since in-process rotation is only safe with a single writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from filesync.config import Environment, Setting, non_negative_int
+from filesync.errors import ConfigError
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MASK = "***"
+THIRD_PARTY_LEVEL = logging.WARNING
+_HANDLER_MARK = "_filesync_handler"
+
+
+def log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LEVELS:
+        raise ValueError(f"must be one of {', '.join(LEVELS)}")
+    return level
+
+
+LOG_SETTINGS: tuple[Setting, ...] = (
+    Setting("FILESYNC_LOG_FILE", "JSON-lines log file (folder created if missing). The container sets "
+            "/var/log/filesync/filesync.log.", default="./logs/filesync.log", group="Logs"),
+    Setting("FILESYNC_LOG_LEVEL", "Lowest level logged for filesync's own events: DEBUG, INFO, WARNING, "
+            "ERROR. Libraries log at WARNING and above.", default="INFO", parse=log_level, group="Logs"),
+    Setting("FILESYNC_LOG_MAX_BYTES", "Rotate the log file at this size (renamed to .1, .2, ...; `tail -F` "
+            "follows). 0: no in-process rotation, the file is reopened after an external logrotate.",
+            default="10485760", parse=non_negative_int, group="Logs"),
+    Setting("FILESYNC_LOG_BACKUPS", "Rotated log files kept.", default="5", parse=non_negative_int,
+            group="Logs"),
+)
+
+
+class Redactor:
+    """Replaces every known secret value (and URL passwords) in any string, however deeply nested."""
+
+    _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)(?P<pw>[^\s@/]+)(?=@)")
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        variants = set()
+        for value in secrets:
+            variants.add(value)
+            variants.add(unquote(value))
+        # Longest first, so a URL holding a password is masked whole before the password alone.
+        self.secrets = sorted((v for v in variants if len(v) >= 4), key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return self._URL_PASSWORD.sub(rf"\g<head>{MASK}", value)
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, Mapping):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.value(v) for v in value]
+        # Anything else (exceptions, paths, objects) is rendered as text before it can leak.
+        return self.text(str(value))
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        """The one structlog processor every handler runs last before rendering."""
+        return {k: v if k.startswith("_") else self.value(v) for k, v in event_dict.items()}
+
+
+_redactor = Redactor()
+
+
+def redact(text: str) -> str:
+    """Mask secrets in text shown outside the logs (health reasons, error reports)."""
+    return _redactor.text(text)
+
+
+def _pre_chain() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    ]
+
+
+def _final_chain(renderer: Processor) -> list[Processor]:
+    return [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.format_exc_info,  # tracebacks become text first, so redaction sees them
+        _drop_logger_for_own_events,
+        _redact_current,
+        renderer,
+    ]
+
+
+def _redact_current(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    return _redactor(logger, method, event_dict)
+
+
+def _drop_logger_for_own_events(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    if str(event_dict.get("logger", "")).startswith("filesync"):
+        event_dict.pop("logger", None)
+    return event_dict
+
+
+def _file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if max_bytes > 0:
+            return logging.handlers.RotatingFileHandler(
+                path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            )
+        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"FILESYNC_LOG_FILE={str(path)!r} is invalid: cannot write there ({reason})") from None
+
+
+def configure(env: Environment, *, console: bool | None = None) -> None:
+    """Send every log event to the file and stdout; `console` None means a readable format on a TTY."""
+    global _redactor
+    from filesync.app import all_settings  # here: app imports this module for LOG_SETTINGS
+
+    values = env.resolve(LOG_SETTINGS)
+    path = Path(values["FILESYNC_LOG_FILE"]).expanduser()
+    file_handler = _file_handler(path, values["FILESYNC_LOG_MAX_BYTES"], values["FILESYNC_LOG_BACKUPS"])
+    _redactor = Redactor(env.secret_values(all_settings()))
+
+    if console is None:
+        console = sys.stdout.isatty()
+    json_renderer = structlog.processors.JSONRenderer(sort_keys=False, default=str)
+    renderer: Processor = (
+        structlog.dev.ConsoleRenderer(colors=True, exception_formatter=structlog.dev.plain_traceback)
+        if console else json_renderer
+    )
+    file_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=_final_chain(json_renderer), foreign_pre_chain=_pre_chain()))
+    stdout_handler = logging.StreamHandler(sys.stdout)
+    stdout_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=_final_chain(renderer), foreign_pre_chain=_pre_chain()))
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+        handler.close()
+    for handler in (file_handler, stdout_handler):
+        setattr(handler, _HANDLER_MARK, True)
+        root.addHandler(handler)
+    root.setLevel(THIRD_PARTY_LEVEL)
+    logging.getLogger("filesync").setLevel(values["FILESYNC_LOG_LEVEL"])
+    logging.captureWarnings(True)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_pre_chain(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,  # configure() may run again (tests, reconfiguration)
+    )
+    _install_excepthooks()
+
+
+def _install_excepthooks() -> None:
+    """Uncaught exceptions are logged (redacted) instead of printed raw to stderr."""
+    log = structlog.get_logger("filesync")
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        log.critical("unhandled_exception", error_class=kind.__name__, exc_info=(kind, exc, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            log.critical("unhandled_exception", thread=getattr(args.thread, "name", None),
+                         error_class=args.exc_type.__name__,
+                         exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
+

@@ -1,0 +1,58 @@
+"""FILESYNC_ROUTES: which sinks each MIME type goes to. The first matching pattern wins."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from filesync.errors import ConfigError
+
+_SINK = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: str  # "image/*", "video/mp4", "*/*"
+    sinks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Routes:
+    routes: tuple[Route, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Routes:
+        """`image/*=cloudflare-images,bunny;video/*=cloudflare-stream`; `image` means `image/*`."""
+        routes: list[Route] = []
+        for part in (p.strip() for p in text.split(";")):
+            if not part:
+                continue
+            pattern, sep, sinks_text = part.partition("=")
+            pattern = pattern.strip().lower()
+            sinks = tuple(s.strip() for s in sinks_text.split(",") if s.strip())
+            if not sep or not pattern or not sinks:
+                raise ConfigError(f"FILESYNC_ROUTES entry {part!r} is invalid: use pattern=sink[,sink]")
+            if "/" not in pattern:
+                pattern = "*/*" if pattern == "*" else f"{pattern}/*"
+            bad = [s for s in sinks if not _SINK.match(s)]
+            if bad or len(set(sinks)) != len(sinks):
+                raise ConfigError(f"FILESYNC_ROUTES entry {part!r} has an invalid or repeated sink name")
+            routes.append(Route(pattern, sinks))
+        if not routes:
+            raise ConfigError("FILESYNC_ROUTES is empty: name at least one pattern=sink")
+        return cls(tuple(routes))
+
+    def sinks_for(self, mime: str) -> list[str]:
+        mime = mime.lower()
+        for route in self.routes:
+            if fnmatch.fnmatchcase(mime, route.pattern):
+                return list(route.sinks)
+        return []
+
+    def all_sinks(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for route in self.routes:
+            for sink in route.sinks:
+                seen.setdefault(sink, None)
+        return list(seen)

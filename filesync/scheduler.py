@@ -1,0 +1,405 @@
+"""`filesync daemon`: runs on a cron schedule, never two at once, and stops cleanly on SIGTERM.
+
+APScheduler 3 (BackgroundScheduler) fires one job; the main thread only waits for a signal. The
+job has `max_instances=1` and `coalesce=True`: a tick that comes while a run is still going is
+skipped and logged (`tick_skipped`), never queued, and ticks missed while the process was stalled
+collapse into one run. A run that raises is logged and the schedule goes on.
+
+The App (settings, ledger connections, sinks) is built once at start, so a bad setting stops the
+daemon before it schedules anything (exit 2) and connections are reused between runs. If the
+database cannot be reached at start, the daemon starts anyway and builds the App at the next tick.
+
+Shutdown: the first SIGTERM/SIGINT sets `stop` (no new claims), waits up to FILESYNC_SHUTDOWN_GRACE
+seconds for in-flight transfers, then sets `abort` (transfers cancelled at their next chunk, their
+files handed back) and exits 0. A second signal exits at once with 128+signal; unfinished leases
+then simply expire and the files are picked up by a later run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from filesync import metrics
+from filesync.config import Environment, Setting, boolean, non_negative_int
+from filesync.errors import ConfigError, LedgerUnavailable, SourceUnavailable
+
+if TYPE_CHECKING:
+    from filesync.app import App
+    from filesync.model import RunSummary
+
+log = structlog.get_logger("filesync.scheduler")
+
+JOB_ID = "filesync-run"
+ABORT_WAIT = 10.0  # seconds an aborted run gets to hand its files back before the process leaves anyway
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+def _split_cron(expr: str) -> dict[str, str]:
+    fields = expr.split()
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise ValueError(f"needs 5 fields (minute hour day month weekday) or 6 (seconds first), got {len(fields)}")
+    names = ("second", "minute", "hour", "day", "month", "day_of_week")
+    values = dict(zip(names, fields, strict=True))
+    values["day_of_week"] = cron_weekdays(values["day_of_week"])
+    return values
+
+
+def _weekday_number(token: str) -> int:
+    lowered = token.lower()
+    if lowered[:3] in _WEEKDAYS and lowered.isalpha():
+        return _WEEKDAYS.index(lowered[:3])
+    number = int(token)
+    if not 0 <= number <= 7:
+        raise ValueError(f"weekday {token!r} is out of range 0-7")
+    return number
+
+
+def cron_weekdays(field: str) -> str:
+    """Cron's weekday field (0 or 7 = Sunday) in APScheduler 3's terms, where 0 is Monday.
+
+    APScheduler 3's `from_crontab` passes the numbers through unchanged, so `1-5` would mean Tuesday
+    to Saturday; expanding to day names keeps the crontab meaning every cron user expects.
+    """
+    if field in {"*", "?"}:
+        return "*"
+    days: set[int] = set()
+    for part in field.split(","):
+        body, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step <= 0:
+            raise ValueError(f"step in weekday {part!r} must be positive")
+        if body == "*":
+            low, high = 0, 6
+        elif "-" in body:
+            first, last = body.split("-", 1)
+            low, high = _weekday_number(first), _weekday_number(last)
+            if high < low:
+                raise ValueError(f"weekday range {body!r} runs backwards")
+        else:
+            low = _weekday_number(body)
+            high = 6 if step_text else low
+        days.update(d % 7 for d in range(low, high + 1, step))
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
+def cron_trigger(expr: str, timezone: tzinfo) -> CronTrigger:
+    """A trigger from a 5-field crontab line, or 6 fields with seconds first (`*/5 * * * * *`)."""
+    return CronTrigger(timezone=timezone, **_split_cron(expr))
+
+
+def cron_expression(raw: str) -> str:
+    """Parser for FILESYNC_SCHEDULE: the expression must build a trigger that fires at least once."""
+    expr = " ".join(raw.split())
+    trigger = cron_trigger(expr, ZoneInfo("UTC"))
+    if trigger.get_next_fire_time(None, datetime.now(ZoneInfo("UTC"))) is None:
+        raise ValueError("never fires")
+    return expr
+
+
+def timezone_name(raw: str) -> str:
+    name = raw.strip().removeprefix(":")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)") from None
+    return name
+
+
+def tcp_port(raw: str) -> int:
+    port = non_negative_int(raw)
+    if port > 65535:
+        raise ValueError("must be a TCP port, 0 to 65535")
+    return port
+
+
+def grace_seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 24 * 3600:
+        raise ValueError("must be a number of seconds between 0 and 86400")
+    return value
+
+
+DAEMON_SETTINGS: tuple[Setting, ...] = (
+    Setting("FILESYNC_SCHEDULE", "When `filesync daemon` starts a run: a cron expression (minute hour day "
+            "month weekday). A sixth field in front adds seconds (`*/30 * * * * *`: every 30 s).",
+            default="*/10 * * * *", parse=cron_expression, group="Daemon"),
+    Setting("FILESYNC_TIMEZONE", "Time zone of FILESYNC_SCHEDULE (IANA name). Unset: TZ, else UTC.",
+            parse=timezone_name, group="Daemon"),
+    Setting("FILESYNC_RUN_ON_START", "Run once as soon as the daemon starts, then follow the schedule.",
+            default="true", parse=boolean, group="Daemon"),
+    Setting("FILESYNC_SHUTDOWN_GRACE", "Seconds in-flight transfers get to finish after SIGTERM before they "
+            "are cancelled and handed back.", default="30", parse=grace_seconds, group="Daemon"),
+    Setting("FILESYNC_HTTP_PORT", "Port of /healthz and /metrics while the daemon runs (0: no HTTP server).",
+            default="9090", parse=tcp_port, group="Daemon"),
+    Setting("FILESYNC_HTTP_HOST", "Address /healthz and /metrics listen on. The container sets 0.0.0.0.",
+            default="127.0.0.1", group="Daemon"),
+)
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    schedule: str
+    timezone: ZoneInfo
+    run_on_start: bool
+    grace: float
+    http_host: str
+    http_port: int
+
+    @classmethod
+    def load(cls, env: Environment) -> DaemonConfig:
+        values = env.resolve(DAEMON_SETTINGS)
+        zone = values["FILESYNC_TIMEZONE"]
+        if zone is None:
+            tz_raw = env.get("TZ", "").strip()
+            try:
+                zone = timezone_name(tz_raw) if tz_raw else "UTC"
+            except ValueError as exc:
+                raise ConfigError(f"TZ={tz_raw!r} is invalid: {exc}") from None
+        return cls(
+            schedule=values["FILESYNC_SCHEDULE"],
+            timezone=ZoneInfo(zone),
+            run_on_start=values["FILESYNC_RUN_ON_START"],
+            grace=values["FILESYNC_SHUTDOWN_GRACE"],
+            http_host=values["FILESYNC_HTTP_HOST"],
+            http_port=values["FILESYNC_HTTP_PORT"],
+        )
+
+
+# --- the daemon ------------------------------------------------------------------------------------
+
+
+RunFn = Callable[..., "RunSummary"]
+
+
+class Daemon:
+    """One scheduler, one job, one App; state shared with the health probe."""
+
+    def __init__(self, env: Environment, config: DaemonConfig, build: Callable[[Environment], App],
+                 run: RunFn) -> None:
+        self.env = env
+        self.config = config
+        self._build = build
+        self._run = run
+        self.app: App | None = None
+        self.stop = threading.Event()
+        self.abort = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+        self.shutdown_requested = threading.Event()
+        self._signals = 0
+        self._lock = threading.Lock()
+        self.last_run: dict[str, Any] | None = None
+        self.scheduler = BackgroundScheduler(
+            timezone=config.timezone,
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self.scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+
+    # --- the job ---------------------------------------------------------------------------------
+    def _ensure_app(self) -> App:
+        with self._lock:
+            if self.app is None:
+                self.app = self._build(self.env)
+            return self.app
+
+    def tick(self) -> None:
+        """One scheduled run; every failure is logged here so the schedule always goes on."""
+        with self._lock:
+            if self.stop.is_set():
+                return
+            self.idle.clear()
+        started = datetime.now(self.config.timezone)
+        try:
+            app = self._ensure_app()
+            summary = self._run(app, stop=self.stop, abort=self.abort, console=False)
+            self._record(started, "interrupted" if summary.interrupted else "ok", summary=summary)
+            metrics.ticks_total.labels("ran").inc()
+            self._update_backlog(app)
+        except LedgerUnavailable as exc:
+            metrics.ticks_total.labels("database_unavailable").inc()
+            self._record(started, "database_unavailable", error=str(exc))
+            log.error("database_unavailable", error_class="LedgerUnavailable", error=str(exc),
+                      next_run=self.next_run(), hint="run skipped; the schedule goes on")
+        except SourceUnavailable as exc:
+            metrics.ticks_total.labels("source_unavailable").inc()
+            self._record(started, "source_unavailable", error=str(exc))
+            log.error("source_unavailable", error_class="SourceUnavailable", error=str(exc),
+                      next_run=self.next_run(), hint="run skipped; the schedule goes on")
+        except Exception as exc:
+            metrics.ticks_total.labels("error").inc()
+            self._record(started, "error", error=f"{type(exc).__name__}: {exc}")
+            log.exception("run_crashed", error_class=type(exc).__name__, error=str(exc),
+                          next_run=self.next_run())
+        finally:
+            self.idle.set()
+
+    def _update_backlog(self, app: App) -> None:
+        try:
+            metrics.backlog.set(app.ledger.backlog())
+        except Exception as exc:  # a gauge is not worth failing a run for
+            log.warning("backlog_unknown", error_class=type(exc).__name__, error=str(exc))
+
+    def _record(self, started: datetime, result: str, *, summary: RunSummary | None = None,
+                error: str | None = None) -> None:
+        record: dict[str, Any] = {
+            "started": started.isoformat(),
+            "finished": datetime.now(self.config.timezone).isoformat(),
+            "result": result,
+        }
+        if summary is not None:
+            record.update(run_id=summary.run_id, copied=summary.copied, skipped=summary.skipped,
+                          failed=summary.failed, retry_later=summary.retry_later, bytes=summary.bytes)
+        if error is not None:
+            record["error"] = error
+        self.last_run = record
+
+    def _on_event(self, event: JobEvent) -> None:
+        scheduled = [t.isoformat() for t in getattr(event, "scheduled_run_times", []) or []]
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            metrics.ticks_total.labels("skipped").inc()
+            log.warning("tick_skipped", reason="previous run still going", scheduled=scheduled,
+                        next_run=self.next_run())
+        elif event.code == EVENT_JOB_MISSED:
+            metrics.ticks_total.labels("missed").inc()
+            log.warning("tick_missed", reason="the scheduler woke too late", scheduled=scheduled)
+        elif event.code == EVENT_JOB_ERROR:  # tick() catches everything; this is a last resort
+            log.error("run_crashed", error_class=type(event.exception).__name__, error=str(event.exception))
+
+    def next_run(self) -> str | None:
+        job = self.scheduler.get_job(JOB_ID) if self.scheduler.running else None
+        when = getattr(job, "next_run_time", None)
+        return when.isoformat() if when else None
+
+    # --- health ----------------------------------------------------------------------------------
+    def probe(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy when the scheduler thread is alive and the database answers."""
+        from filesync.logs import redact
+
+        body: dict[str, Any] = {"last_run": self.last_run, "next_run": self.next_run()}
+        thread = getattr(self.scheduler, "_thread", None)
+        alive = self.scheduler.running and thread is not None and thread.is_alive()
+        body["scheduler"] = "alive" if alive else "stopped"
+        if self.shutdown_requested.is_set():
+            return False, {"status": "unavailable", "reason": "shutting down", **body}
+        if not alive:
+            return False, {"status": "unavailable", "reason": "scheduler is not running", **body}
+        try:
+            self._ensure_app().ledger.ping()
+        except LedgerUnavailable as exc:
+            return False, {"status": "unavailable", "reason": redact(f"database unreachable: {exc}"),
+                           "database": "unreachable", **body}
+        except Exception as exc:
+            return False, {"status": "unavailable", "database": "error",
+                           "reason": redact(f"database check failed: {type(exc).__name__}: {exc}"), **body}
+        return True, {"status": "ok", "database": "ok", **body}
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals > 1:
+            log.warning("shutdown_forced", signal=name, hint="leases expire; a later run picks the files up")
+            logging.shutdown()
+            os._exit(128 + signum)
+        log.info("shutdown_requested", signal=name, grace_seconds=self.config.grace)
+        self.shutdown_requested.set()
+        self.stop.set()
+
+    def start(self) -> None:
+        trigger = cron_trigger(self.config.schedule, self.config.timezone)
+        extra: dict[str, Any] = {}
+        if self.config.run_on_start:
+            extra["next_run_time"] = datetime.now(self.config.timezone)
+        self.scheduler.add_job(self.tick, trigger=trigger, id=JOB_ID, name="filesync run", **extra)
+        self.scheduler.start()
+
+    def wait_for_signal(self) -> None:
+        while not self.shutdown_requested.wait(timeout=1.0):
+            pass
+
+    def shutdown(self) -> bool:
+        """Stop scheduling, let the run finish within the grace period, then abort it. True when idle."""
+        self.stop.set()
+        self.scheduler.shutdown(wait=False)
+        if self.idle.wait(timeout=self.config.grace):
+            return True
+        log.warning("grace_expired", grace_seconds=self.config.grace,
+                    hint="cancelling transfers; their files go back to the queue")
+        self.abort.set()
+        return self.idle.wait(timeout=ABORT_WAIT)
+
+    def close(self) -> None:
+        if self.app is not None:
+            try:
+                self.app.close()
+            except Exception as exc:
+                log.warning("close_failed", error_class=type(exc).__name__, error=str(exc))
+
+
+def serve(env: Environment) -> int:
+    """Run the daemon until SIGTERM/SIGINT; the exit code for `filesync daemon`."""
+    from filesync import logs, pipeline
+    from filesync.app import App
+    from filesync.health import HealthServer
+
+    logs.configure(env)
+    config = DaemonConfig.load(env)
+    cron_trigger(config.schedule, config.timezone)
+    # The scheduler's own warnings are replaced by structured tick_skipped / tick_missed events.
+    for name in ("apscheduler.scheduler", "apscheduler.executors"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    daemon = Daemon(env, config, App.build, pipeline.run)
+    try:
+        daemon.app = App.build(env)
+    except LedgerUnavailable as exc:
+        log.error("database_unavailable", error_class="LedgerUnavailable", error=str(exc),
+                  hint="starting anyway; each tick tries again")
+
+    http: HealthServer | None = None
+    if config.http_port:
+        http = HealthServer(config.http_host, config.http_port, daemon.probe).start()
+    previous = {sig: signal.signal(sig, daemon.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        daemon.start()
+        log.info("daemon_started", schedule=config.schedule, timezone=str(config.timezone),
+                 run_on_start=config.run_on_start, next_run=daemon.next_run(),
+                 http=f"{config.http_host}:{http.port}" if http else None, pid=os.getpid())
+        daemon.wait_for_signal()
+        began = time.monotonic()
+        clean = daemon.shutdown()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if http is not None:
+        http.stop()
+    if not clean:
+        log.error("daemon_stopped", exit_code=0, in_flight=True, seconds=round(time.monotonic() - began, 1),
+                  hint="a transfer did not return after abort; its lease expires and a later run redoes it")
+        logging.shutdown()
+        os._exit(0)  # the stuck worker thread would otherwise hold the interpreter open
+    daemon.close()
+    log.info("daemon_stopped", exit_code=0, seconds=round(time.monotonic() - began, 1))
+    return 0

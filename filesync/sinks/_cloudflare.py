@@ -1,0 +1,138 @@
+"""What the two Cloudflare sinks share: the account settings, one paced session, and the API envelope.
+
+Cloudflare counts every API call of an account against one budget (1,200 requests per five minutes,
+then a five-minute block), so Images and Stream transfers in one process share one pacer: a 429 seen
+by any of them pauses all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from filesync.config import Setting, http_url, positive_float
+from filesync.errors import ErrorClass, PermanentError, SinkError
+from filesync.http import error_for_status, make_session, pacer
+
+GROUP = "Sink: Cloudflare (Images, Stream)"
+DEFAULT_API_BASE = "https://api.cloudflare.com/client/v4"
+PACER_NAME = "cloudflare"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CLOUDFLARE_ACCOUNT_ID", "Cloudflare account id (dashboard sidebar).", required=True,
+            group=GROUP),
+    Setting("CLOUDFLARE_API_TOKEN", "API token with Images Write and/or Stream Write.", required=True,
+            secret=True, group=GROUP),
+    Setting("CLOUDFLARE_API_BASE", "Cloudflare API base URL (tests point it at a fake).",
+            default=DEFAULT_API_BASE, parse=http_url, group=GROUP),
+    Setting("FILESYNC_CLOUDFLARE_RPS", "Requests per second to the Cloudflare API, shared by every transfer; "
+            "Cloudflare blocks an account for 5 minutes past 1200 requests in 5 minutes.",
+            default="3.5", parse=positive_float, group=GROUP),
+)
+
+#: Cloudflare's error code for a refused token or a token without access to the account.
+AUTH_ERROR_CODES = frozenset({10000, 10001, 9106, 9109, 6003, 6111})
+
+
+@dataclass(frozen=True)
+class CloudflareAccount:
+    """Where and as whom to call the API. The token never shows in a repr."""
+
+    account_id: str
+    token: str = field(repr=False)
+    api_base: str = DEFAULT_API_BASE
+    rps: float = 3.5
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> CloudflareAccount:
+        return cls(
+            account_id=values["CLOUDFLARE_ACCOUNT_ID"],
+            token=values["CLOUDFLARE_API_TOKEN"],
+            api_base=values.get("CLOUDFLARE_API_BASE") or DEFAULT_API_BASE,
+            rps=float(values.get("FILESYNC_CLOUDFLARE_RPS") or 3.5),
+        )
+
+    def url(self, *parts: str) -> str:
+        """An account URL; each part is one path segment, percent-encoded (a `/` inside becomes %2F)."""
+        path = "/".join(quote(p, safe="") for p in parts)
+        return f"{self.api_base.rstrip('/')}/accounts/{quote(self.account_id, safe='')}/{path}"
+
+
+def make_cloudflare_session(account: CloudflareAccount, timeout: float) -> requests.Session:
+    """A session that sends the token and passes every request through the process-wide pacer."""
+    return make_session(
+        timeout=timeout,
+        pacer=pacer(PACER_NAME, account.rps),
+        headers={"Authorization": f"Bearer {account.token}"},
+    )
+
+
+def envelope(response: requests.Response) -> dict[str, Any]:
+    """The JSON envelope, or {} when the body is not one (a proxy's HTML error page)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def error_codes(response: requests.Response) -> list[int]:
+    codes = []
+    for err in envelope(response).get("errors") or []:
+        if isinstance(err, dict) and isinstance(err.get("code"), int):
+            codes.append(err["code"])
+    return codes
+
+
+def reason_from(status: int, content: bytes | str | None, fallback: str = "") -> str:
+    """First error's message and code, from an envelope given as bytes or text."""
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else (content or "")
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        data = {}
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if errors and isinstance(errors[0], dict):
+        first = errors[0]
+        message = str(first.get("message") or "").strip() or f"HTTP {status}"
+        code = first.get("code")
+        return f"{message} (code {code})" if code is not None else message
+    return " ".join(text.split())[:200] or fallback or f"HTTP {status}"
+
+
+def reason(response: requests.Response) -> str:
+    return reason_from(response.status_code, response.content, response.reason or "")
+
+
+def api_error(
+    status: int,
+    text: str,
+    *,
+    sink: str,
+    token: str,
+    headers: Mapping[str, str] | None = None,
+    codes: list[int] | None = None,
+) -> SinkError:
+    """An HTTP failure as our error; refused credentials get a reason that says so (and no secret)."""
+    if token:
+        text = text.replace(token, "<hidden>")
+    if status in (401, 403) or (codes and AUTH_ERROR_CODES.intersection(codes) and 400 <= status < 500):
+        return PermanentError(f"Cloudflare refused the credentials: {text}", sink=sink, status=status,
+                              error_class=ErrorClass.CLIENT)
+    return error_for_status(status, text, sink=sink, headers=headers)
+
+
+def raise_for_envelope(response: requests.Response, *, sink: str, token: str) -> dict[str, Any]:
+    """The envelope of a successful call, or the error its status and first error describe."""
+    if response.status_code >= 400:
+        raise api_error(response.status_code, reason(response), sink=sink, token=token,
+                        headers=response.headers, codes=error_codes(response))
+    data = envelope(response)
+    if data and data.get("success") is False:
+        raise api_error(400, reason(response), sink=sink, token=token, codes=error_codes(response))
+    return data

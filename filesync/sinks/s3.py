@@ -1,0 +1,317 @@
+"""Any S3-compatible bucket (AWS, R2, Spaces, MinIO) as a destination, through boto3.
+
+Uploads stream one part at a time through our own multipart loop: memory stays at one part, each
+part carries a Content-MD5 the service verifies, and a failure aborts the multipart upload so no
+object and no billed orphan parts are left. Objects up to one part go as a single PUT. Metadata
+travels as `x-amz-meta-*`; S3 only takes ASCII there, so other values are percent-encoded behind
+an RFC 5987 style `utf-8''` marker and decoded on read.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from typing import Any, BinaryIO, ClassVar
+from urllib.parse import quote, unquote
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+
+from filesync.config import Setting, http_url
+from filesync.errors import (
+    ErrorClass,
+    NetworkError,
+    PermanentError,
+    RateLimited,
+    SinkError,
+    SinkTimeout,
+)
+from filesync.http import error_for_status, retry_after
+from filesync.model import Kind, RemoteObject, SourceObject
+from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession, accepts
+from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, validate_template
+from filesync.sources.s3 import boto_config, region_from_endpoint
+
+MIB = 1024 * 1024
+PART_SIZE = 8 * MIB  # S3's minimum part is 5 MiB; one part is what the sink holds in memory
+MAX_PARTS = 10_000
+MAX_OBJECT = 5 * 1024 * 1024 * MIB  # 5 TiB, AWS's object limit
+ENCODED = "utf-8''"
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+              "RequestThrottled"}
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403"}
+
+
+def encode_meta(value: str) -> str:
+    """S3 metadata is ASCII and trimmed: anything else goes percent-encoded behind a marker."""
+    plain = value.isascii() and value.isprintable() and value == value.strip()
+    plain = plain and not value.startswith(ENCODED)
+    return value if plain else ENCODED + quote(value, safe="")
+
+
+def decode_meta(value: str) -> str:
+    return unquote(value[len(ENCODED):]) if value.startswith(ENCODED) else value
+
+
+def part_size_for(size: int, preferred: int) -> int:
+    """The preferred part size, grown (to whole MiB) when the object would need over 10,000 parts."""
+    needed = -(-size // MAX_PARTS)
+    return max(preferred, -(-needed // MIB) * MIB)
+
+
+class S3Sink:
+    name: ClassVar[str] = "s3"
+    SETTINGS: ClassVar[tuple[Setting, ...]] = (
+        Setting("FILESYNC_S3_BUCKET", "Bucket the `s3` sink writes to.", required=True, group="Sink: s3"),
+        Setting("FILESYNC_S3_ENDPOINT", "Endpoint of an S3-compatible service (R2, Spaces, MinIO); "
+                "unset: AWS.", parse=http_url, group="Sink: s3"),
+        Setting("FILESYNC_S3_REGION", "Region; unset: derived from a Spaces endpoint, else boto3's default.",
+                group="Sink: s3"),
+        Setting("FILESYNC_S3_KEY", "Access key; unset: boto3's default credential chain (env, profile, "
+                "role).", secret=True, group="Sink: s3"),
+        Setting("FILESYNC_S3_SECRET", "Secret key paired with FILESYNC_S3_KEY.", secret=True,
+                group="Sink: s3"),
+        Setting("FILESYNC_S3_PREFIX", "Folder inside the bucket that every object goes under.", default="",
+                group="Sink: s3"),
+        Setting("FILESYNC_S3_STORAGE_CLASS", "Storage class sent with each object (e.g. STANDARD_IA); unset: "
+                "the bucket's default.", group="Sink: s3"),
+        Setting("FILESYNC_S3_TEMPLATE", "Object key template: {id} {ext} {path} {name} {stem} {kind} "
+                "{date:%Y/%m}.", default=DEFAULT_TEMPLATE, parse=validate_template, group="Sink: s3"),
+        Setting("FILESYNC_S3_PUBLIC_URL", "Base URL of public links (CDN or bucket website); unset: "
+                "s3:// URLs.", parse=http_url, group="Sink: s3"),
+    )
+    capabilities = Capabilities(
+        kinds=frozenset({Kind.IMAGE, Kind.VIDEO, Kind.OTHER}), max_bytes=MAX_OBJECT, keeps_metadata=True,
+        checksum="md5",
+    )
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        prefix: str = "",
+        template: str = DEFAULT_TEMPLATE,
+        storage_class: str | None = None,
+        public_url: str | None = None,
+        part_size: int = PART_SIZE,
+    ) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.template = template
+        self.storage_class = storage_class
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.part_size = part_size
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], context: SinkContext) -> S3Sink:
+        endpoint = values.get("FILESYNC_S3_ENDPOINT")
+        region = values.get("FILESYNC_S3_REGION") or (region_from_endpoint(endpoint) if endpoint else None)
+        # One attempt per call: filesync.retrying retries, with our backoff and the run's accounting.
+        config = boto_config(pool=max(10, context.concurrency * 2)).merge(
+            BotoConfig(retries={"mode": "standard", "total_max_attempts": 1},
+                       read_timeout=context.http_timeout)
+        )
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id=values.get("FILESYNC_S3_KEY") or None,
+            aws_secret_access_key=values.get("FILESYNC_S3_SECRET") or None,
+            config=config,
+        )
+        return cls(
+            client,
+            values["FILESYNC_S3_BUCKET"],
+            prefix=values.get("FILESYNC_S3_PREFIX") or "",
+            template=values.get("FILESYNC_S3_TEMPLATE") or DEFAULT_TEMPLATE,
+            storage_class=values.get("FILESYNC_S3_STORAGE_CLASS") or None,
+            public_url=values.get("FILESYNC_S3_PUBLIC_URL"),
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Sink(bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    def _key(self, obj: SourceObject) -> str:
+        return object_name(self.template, obj, sink=self.name, prefix=self.prefix)
+
+    def _url(self, key: str) -> str:
+        if self.public_url:
+            return f"{self.public_url}/{quote(key)}"
+        return f"s3://{self.bucket}/{quote(key)}"
+
+    def check(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code, status, _ = _details(exc)
+            if code in _MISSING or code == "NoSuchBucket":
+                raise PermanentError(f"bucket {self.bucket!r} does not exist", sink=self.name, status=status,
+                                     error_class=ErrorClass.NOT_FOUND) from None
+            if code in _AUTH or status in (401, 403):
+                raise PermanentError(
+                    f"access to bucket {self.bucket!r} was refused ({code}): check FILESYNC_S3_KEY and "
+                    "FILESYNC_S3_SECRET and the key's permissions", sink=self.name, status=status) from None
+            raise self._translate(exc, f"checking bucket {self.bucket!r}") from None
+        except EndpointConnectionError:
+            raise NetworkError("endpoint cannot be reached: check FILESYNC_S3_ENDPOINT",
+                               sink=self.name) from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._translate(exc, f"checking bucket {self.bucket!r}") from None
+
+    def exists(self, obj: SourceObject, remote_id: str | None = None) -> RemoteObject | None:
+        key = remote_id or self._key(obj)
+        head = self._head(key)
+        if head is None:
+            return None
+        meta = {k.lower(): decode_meta(v) for k, v in head.get("Metadata", {}).items()}
+        return RemoteObject(remote_id=key, url=self._url(key), size=int(head["ContentLength"]),
+                            checksum=meta.get("sha256"), existed=True)
+
+    def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
+        refusal = accepts(self.capabilities, obj)
+        if refusal:
+            raise PermanentError(refusal, sink=self.name, error_class=ErrorClass.UNSUPPORTED)
+        key = self._key(obj)
+        existing = self.exists(obj)
+        if existing is not None and existing.size == obj.size:
+            return existing
+        extra: dict[str, Any] = {
+            "ContentType": obj.mime,
+            "Metadata": {k: encode_meta(v) for k, v in obj.metadata().items()},
+        }
+        if self.storage_class:
+            extra["StorageClass"] = self.storage_class
+        part_size = part_size_for(obj.size, self.part_size)
+        if obj.size <= part_size:
+            digest = self._put(key, obj, body, extra, session)
+        else:
+            digest = self._multipart(key, obj, body, extra, part_size, session)
+        return RemoteObject(remote_id=key, url=self._url(key), size=obj.size, checksum=digest)
+
+    # --- transfer ------------------------------------------------------------------------------
+
+    def _put(self, key: str, obj: SourceObject, body: BinaryIO, extra: dict[str, Any],
+             session: UploadSession) -> str:
+        data = self._read_part(body, obj.size, key)
+        digest = hashlib.sha256(data).hexdigest()
+        extra["Metadata"]["sha256"] = digest  # known before the PUT only for single-part objects
+        self._call("put_object", key, Bucket=self.bucket, Key=key, Body=data, ContentMD5=_md5(data), **extra)
+        session.progress(len(data))
+        return digest
+
+    def _multipart(self, key: str, obj: SourceObject, body: BinaryIO, extra: dict[str, Any], part_size: int,
+                   session: UploadSession) -> str:
+        created = self._call("create_multipart_upload", key, Bucket=self.bucket, Key=key, **extra)
+        upload_id = created["UploadId"]
+        digest = hashlib.sha256()
+        parts: list[dict[str, Any]] = []
+        try:
+            remaining = obj.size
+            number = 1
+            while remaining > 0:
+                data = self._read_part(body, min(part_size, remaining), key)
+                digest.update(data)
+                answer = self._call("upload_part", key, Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                    PartNumber=number, Body=data, ContentMD5=_md5(data))
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                session.progress(len(data))
+                remaining -= len(data)
+                number += 1
+                del data
+            self._call("complete_multipart_upload", key, Bucket=self.bucket, Key=key, UploadId=upload_id,
+                       MultipartUpload={"Parts": parts})
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+        return digest.hexdigest()
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Best effort: the original error matters more; buckets should also expire stale uploads."""
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError, OSError):
+            pass
+
+    def _read_part(self, body: BinaryIO, n: int, key: str) -> bytes:
+        chunks: list[bytes] = []
+        got = 0
+        while got < n:
+            chunk = body.read(n - got)
+            if not chunk:
+                raise PermanentError(f"source of {key!r} ended {n - got} bytes short of its size",
+                                     sink=self.name, error_class=ErrorClass.INVALID)
+            chunks.append(chunk)
+            got += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # --- calls and their errors ------------------------------------------------------------------
+
+    def _call(self, method: str, key: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._client, method)(**kwargs)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._translate(exc, f"{method} {key!r}") from None
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self._client.head_object(Bucket=self.bucket, Key=key)  # type: ignore[no-any-return]
+        except ClientError as exc:
+            if _details(exc)[0] in _MISSING:
+                return None
+            raise self._translate(exc, f"head_object {key!r}") from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._translate(exc, f"head_object {key!r}") from None
+
+    def _translate(self, exc: BaseException, action: str) -> SinkError:
+        """botocore's exceptions as ours; the reason names the call and S3's code, never a credential."""
+        if isinstance(exc, ClientError):
+            code, status, headers = _details(exc)
+            message = str(exc.response.get("Error", {}).get("Message", "") or "")
+            reason = f"{action}: {code}{': ' + message if message and message != code else ''}"
+            if code in _THROTTLED:
+                return RateLimited(reason, retry_after=retry_after(headers), sink=self.name, status=status)
+            if code == "BadDigest":
+                return NetworkError(f"{action}: the bytes changed in transit (BadDigest)", sink=self.name,
+                                    status=status)
+            return error_for_status(status or 500, reason, sink=self.name, headers=headers)
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return PermanentError("no usable credentials: set FILESYNC_S3_KEY and FILESYNC_S3_SECRET",
+                                  sink=self.name, error_class=ErrorClass.INVALID)
+        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
+            return SinkTimeout(f"{action}: timed out", sink=self.name)
+        return NetworkError(f"{action}: {type(exc).__name__}", sink=self.name)
+
+    def read_metadata(self, obj: SourceObject) -> dict[str, str]:
+        """For tests and `verify`: the stored metadata, decoded."""
+        head = self._head(self._key(obj)) or {}
+        return {k: decode_meta(v) for k, v in head.get("Metadata", {}).items()}
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def _details(exc: ClientError) -> tuple[str, int | None, dict[str, str]]:
+    meta = exc.response.get("ResponseMetadata", {})
+    code = str(exc.response.get("Error", {}).get("Code", "") or "")
+    status = meta.get("HTTPStatusCode")
+    return code, int(status) if status else None, dict(meta.get("HTTPHeaders", {}))
+
+
+_conforms: type[Sink] = S3Sink

@@ -1,0 +1,568 @@
+"""A local stand-in for api.cloudflare.com: Cloudflare Images and Cloudflare Stream (tus) in one server.
+
+One base URL (`fake.url + "/client/v4"`) serves both, as the real API does. Bodies land in a temporary
+folder, never whole in memory. Stream uploads go through a real tus 1.0.0 server (tuspyserver) with
+Stream's chunk rules enforced in front of it. Requests need `Authorization: Bearer <token>` and the
+fake's account id; otherwise the answer is Cloudflare's "Authentication error" envelope.
+
+    with FakeCloudflare() as fake:
+        images_store, stream_store = fake.images, fake.stream   # one FakeStore per sink
+        fake.fail_next(429, headers={"Retry-After": "1"})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from tuspyserver import create_tus_router
+
+from filesync.testing.fakes.base import ASGIApp, FakeService, Message, Receive, Scope, Send
+from filesync.testing.sink_conformance import StoredObject
+
+MiB = 1024 * 1024
+TUS_ALIGN = 256 * 1024
+MAX_TUS_CHUNK = 200 * MiB
+MAX_IMAGE_ID = 1024
+MAX_METADATA = 1024
+MAX_CREATOR = 64
+#: Upload-Metadata keys Stream reads as settings; every other key lands in `meta`.
+STREAM_SETTING_KEYS = frozenset({"requiresignedurls", "scheduleddeletion", "allowedorigins",
+                                 "thumbnailtimestamppct", "watermark", "maxdurationseconds", "expiry"})
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/svg+xml", "image/heic",
+               "image/avif")
+
+#: Envelope codes for errors raised inside the tus server (Cloudflare publishes no list for Stream).
+_HTTP_CODES = {404: 10003, 400: 10005, 409: 10006, 410: 10007, 412: 10008, 413: 10009}
+_FAULT_MESSAGES = {
+    429: (971, "Please wait and consider throttling your request speed"),
+    413: (5413, "Payload too large"),
+    500: (10002, "An internal error occurred"),
+    502: (10002, "Bad gateway"),
+    503: (10002, "Service unavailable"),
+    504: (10002, "Gateway timeout"),
+    524: (10002, "A timeout occurred"),
+}
+
+
+def envelope_failure(code: int, message: str) -> dict[str, Any]:
+    return {"success": False, "errors": [{"code": code, "message": message}], "messages": [], "result": None}
+
+
+def envelope_success(result: Any) -> dict[str, Any]:
+    return {"success": True, "errors": [], "messages": [], "result": result, "result_info": None}
+
+
+def failure(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(envelope_failure(code, message), status_code=status, headers=headers)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(MiB):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+@dataclass
+class FakeImage:
+    id: str
+    filename: str
+    path: Path
+    size: int
+    sha256: str
+    content_type: str
+    meta: dict[str, Any]
+    require_signed_urls: bool
+    uploaded: str = field(default_factory=now_iso)
+
+
+@dataclass
+class FakeVideo:
+    uid: str
+    size: int
+    meta: dict[str, str]
+    creator: str | None
+    created: str = field(default_factory=now_iso)
+    ready: bool = False
+
+
+class _StoreView:
+    """One sink's view of the shared server: satisfies FakeStore; anything else goes to the server."""
+
+    def __init__(self, fake: FakeCloudflare, stored: Callable[[], list[StoredObject]]) -> None:
+        self.fake = fake
+        self._stored = stored
+
+    def stored(self) -> list[StoredObject]:
+        return self._stored()
+
+    def fail_next(self, status: int, *, headers: dict[str, str] | None = None, times: int = 1,
+                  **kw: Any) -> None:
+        self.fake.fail_next(status, headers=headers, times=times, **kw)
+
+    def corrupt_next(self) -> None:
+        """Cloudflare reports no checksum, so the suite never asks this of these sinks."""
+        raise NotImplementedError("Cloudflare Images and Stream report no checksum")
+
+    def start(self) -> _StoreView:
+        if not self.fake.port:
+            self.fake.start()
+        return self
+
+    def stop(self) -> None:
+        self.fake.stop()
+
+    def __enter__(self) -> _StoreView:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fake, name)
+
+
+_PreCreate = Callable[[dict[str, str], dict[str, Any]], None]
+
+
+class FakeCloudflare(FakeService):
+    """Images under /client/v4/accounts/{id}/images/v1, Stream (tus) under /client/v4/accounts/{id}/stream."""
+
+    name = "cloudflare"
+
+    def __init__(self, account_id: str = "0123456789abcdef0123456789abcdef", token: str = "cf-test-token",
+                 *, min_chunk: int = 5 * MiB, max_image_bytes: int = 10 * MiB,
+                 max_video_bytes: int = 30 * 1000**3) -> None:
+        super().__init__()
+        self.account_id = account_id
+        self.token = token
+        self.min_chunk = min_chunk
+        self.max_image_bytes = max_image_bytes
+        self.max_video_bytes = max_video_bytes
+        self.account_hash = hashlib.sha256(account_id.encode()).hexdigest()[:22]
+        self._tmp = tempfile.TemporaryDirectory(prefix="fake-cloudflare-")
+        self.root = Path(self._tmp.name)
+        self.images_dir = self.root / "images"
+        self.tus_dir = self.root / "tus"
+        self.images_dir.mkdir()
+        self.tus_dir.mkdir()
+        self._data_lock = threading.Lock()
+        self._images: dict[str, FakeImage] = {}
+        self._videos: dict[str, FakeVideo] = {}
+        self.videos_created = 0
+        self.patch_bytes_total = 0
+        self.patch_bytes: dict[str, int] = {}
+        self.patch_sizes: dict[str, list[int]] = {}
+        self.images = _StoreView(self, self.stored_images)
+        self.stream = _StoreView(self, self.stored_videos)
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.url}/client/v4"
+
+    @property
+    def base_path(self) -> str:
+        return f"/client/v4/accounts/{self.account_id}"
+
+    def fault_body(self, status: int) -> bytes:
+        code, message = _FAULT_MESSAGES.get(status, (10000 + status, f"injected HTTP {status}"))
+        return json.dumps(envelope_failure(code, message)).encode()
+
+    def stop(self) -> None:
+        super().stop()
+        self._tmp.cleanup()
+
+    # --- introspection ------------------------------------------------------------------------
+    def image(self, image_id: str) -> FakeImage | None:
+        with self._data_lock:
+            return self._images.get(image_id)
+
+    def video(self, uid: str) -> FakeVideo | None:
+        with self._data_lock:
+            return self._videos.get(uid)
+
+    def videos(self, *, include_pending: bool = True) -> list[FakeVideo]:
+        with self._data_lock:
+            return [v for v in self._videos.values() if include_pending or v.ready]
+
+    def received(self, uid: str) -> int:
+        """Bytes the tus server holds for one upload."""
+        path = self.tus_dir / uid
+        return path.stat().st_size if path.exists() else 0
+
+    def stored_images(self) -> list[StoredObject]:
+        with self._data_lock:
+            images = list(self._images.values())
+        return [StoredObject(key=i.id, size=i.size, sha256=i.sha256,
+                             metadata={k: str(v) for k, v in i.meta.items()}, content_type=i.content_type)
+                for i in images]
+
+    def stored_videos(self) -> list[StoredObject]:
+        """Videos whose bytes have all arrived; `videos()` also lists those still pending upload."""
+        out = []
+        for video in self.videos(include_pending=False):
+            digest, size = sha256_of(self.tus_dir / video.uid)
+            out.append(StoredObject(key=video.uid, size=size, sha256=digest, metadata=dict(video.meta)))
+        return out
+
+    # --- the app ------------------------------------------------------------------------------
+    def build_app(self) -> ASGIApp:
+        app = FastAPI()
+        base = self.base_path
+
+        @app.exception_handler(StarletteHTTPException)
+        async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+            code = _HTTP_CODES.get(exc.status_code, 10001)
+            return failure(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+
+        @app.exception_handler(RequestValidationError)
+        async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+            return failure(400, 10005, f"Bad request: {exc.errors()[:1]}")
+
+        self._images_routes(app, base)
+        self._stream_routes(app, base)
+        app.include_router(self._tus_router(base))
+        return _Gate(app, self)
+
+    def _images_routes(self, app: FastAPI, base: str) -> None:
+        @app.post(f"{base}/images/v1")
+        async def upload_image(request: Request) -> Response:
+            form = await request.form(max_part_size=64 * 1024)
+            try:
+                return await self._store_image(form)
+            finally:
+                await form.close()
+
+        @app.get(f"{base}/images/v1/stats")
+        async def image_stats() -> Response:
+            with self._data_lock:
+                count = len(self._images)
+            return JSONResponse(envelope_success({"count": {"current": count, "allowed": 100000}}))
+
+        @app.get(f"{base}/images/v1/{{image_id:path}}")
+        async def image_details(image_id: str) -> Response:
+            image = self.image(image_id)
+            if image is None:
+                return failure(404, 5404, "Image not found")
+            return JSONResponse(envelope_success(self._image_json(image)))
+
+        @app.delete(f"{base}/images/v1/{{image_id:path}}")
+        async def delete_image(image_id: str) -> Response:
+            with self._data_lock:
+                image = self._images.pop(image_id, None)
+            if image is None:
+                return failure(404, 5404, "Image not found")
+            image.path.unlink(missing_ok=True)
+            return JSONResponse(envelope_success({}))
+
+        @app.get("/cdn/{account_hash}/{rest:path}")
+        async def deliver(account_hash: str, rest: str) -> Response:
+            image_id, _, _variant = rest.rpartition("/")
+            image = self.image(image_id)
+            if account_hash != self.account_hash or image is None:
+                return Response(status_code=404)
+            return FileResponse(image.path, media_type=image.content_type)
+
+    async def _store_image(self, form: Any) -> Response:
+        upload = form.get("file")
+        if form.get("url") is not None and upload is not None:
+            return failure(400, 5400, "file and url are mutually exclusive")
+        if not isinstance(upload, UploadFile):
+            return failure(400, 5400, "No file was uploaded (expected a multipart field named 'file')")
+        content_type = (upload.content_type or "").split(";")[0].strip().lower()
+        if not content_type.startswith("image/"):
+            return failure(400, 5400, "Uploaded image must have image/jpeg, image/png, image/webp, image/gif "
+                                      "or image/svg+xml content-type")
+        if (upload.size or 0) > self.max_image_bytes:
+            return failure(413, 5413, "Uploaded image exceeds the maximum size of 10 MB")
+        raw_meta = form.get("metadata") or "{}"
+        if not isinstance(raw_meta, str):
+            return failure(400, 5400, "metadata must be a JSON string")
+        if len(raw_meta.encode()) > MAX_METADATA:
+            return failure(400, 5400, "Metadata must not exceed 1024 bytes")
+        try:
+            meta = json.loads(raw_meta)
+        except ValueError:
+            return failure(400, 5400, "metadata is not valid JSON")
+        if not isinstance(meta, dict):
+            return failure(400, 5400, "metadata must be a JSON object")
+        custom_id = form.get("id")
+        signed = str(form.get("requireSignedURLs") or "false").lower() == "true"
+        if custom_id is not None:
+            if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_IMAGE_ID:
+                return failure(400, 5400, "Custom ID must be 1 to 1024 characters")
+            if signed:
+                return failure(400, 5400, "Images with a custom ID cannot require signed URLs")
+        image_id = custom_id or str(uuid.uuid4())
+        target = self.images_dir / uuid.uuid4().hex
+        with self._data_lock:
+            if image_id in self._images:
+                return failure(409, 5409, "Resource already exists. Verify the resource information and try "
+                                          "again.")
+            # reserve the id before the copy yields to the event loop
+            self._images[image_id] = image = FakeImage(
+                id=image_id, filename=upload.filename or "", path=target, size=0, sha256="",
+                content_type=content_type, meta=meta, require_signed_urls=signed)
+        await asyncio.to_thread(self._copy, upload, image)
+        return JSONResponse(envelope_success(self._image_json(image)))
+
+    @staticmethod
+    def _copy(upload: UploadFile, image: FakeImage) -> None:
+        upload.file.seek(0)
+        with image.path.open("wb") as out:
+            shutil.copyfileobj(upload.file, out, MiB)
+        image.sha256, image.size = sha256_of(image.path)
+
+    def _image_json(self, image: FakeImage) -> dict[str, Any]:
+        delivery = f"{self.url}/cdn/{self.account_hash}/{quote(image.id, safe='/')}"
+        return {
+            "id": image.id,
+            "filename": image.filename,
+            "uploaded": image.uploaded,
+            "requireSignedURLs": image.require_signed_urls,
+            "variants": [f"{delivery}/public", f"{delivery}/thumbnail"],
+            "meta": image.meta,
+        }
+
+    # --- Stream -------------------------------------------------------------------------------
+    def _stream_routes(self, app: FastAPI, base: str) -> None:
+        @app.head(f"{base}/stream/{{uid}}")
+        async def tus_offset(uid: str, request: Request) -> Response:
+            # tus HEAD. tuspyserver's own HEAD insists on `filename` and `filetype` metadata, which
+            # Stream does not ask for; the offset comes from the same files it keeps.
+            if request.headers.get("tus-resumable") != "1.0.0":
+                return Response(status_code=412, headers={"Tus-Version": "1.0.0"})
+            info = self._tus_info(uid)
+            if info is None or self.video(uid) is None:
+                return Response(status_code=404, headers={"Tus-Resumable": "1.0.0"})
+            return Response(status_code=200, headers={
+                "Tus-Resumable": "1.0.0", "Upload-Offset": str(info.get("offset", 0)),
+                "Upload-Length": str(info.get("size")), "Cache-Control": "no-store"})
+
+        @app.get(f"{base}/stream")
+        async def list_videos(request: Request) -> Response:
+            creator = request.query_params.get("creator")
+            search = request.query_params.get("search")
+            found = [v for v in self.videos()
+                     if (creator is None or v.creator == creator)
+                     and (search is None or search.lower() in v.meta.get("name", "").lower())]
+            return JSONResponse(envelope_success([self._video_json(v) for v in found]))
+
+        @app.get(f"{base}/stream/storage-usage")
+        async def storage_usage() -> Response:
+            videos = self.videos()
+            return JSONResponse(envelope_success(
+                {"creator": "", "totalStorageMinutes": 0, "totalStorageMinutesLimit": 1000,
+                 "videoCount": len(videos)}))
+
+        @app.get(f"{base}/stream/{{uid}}")
+        async def video_details(uid: str) -> Response:
+            video = self.video(uid)
+            if video is None:
+                return failure(404, 10003, "Not Found")
+            return JSONResponse(envelope_success(self._video_json(video)))
+
+        @app.delete(f"{base}/stream/{{uid}}")
+        async def delete_video(uid: str) -> Response:
+            with self._data_lock:
+                video = self._videos.pop(uid, None)
+            if video is None:
+                return failure(404, 10003, "Not Found")
+            for path in (self.tus_dir / uid, self.tus_dir / f"{uid}.info"):
+                path.unlink(missing_ok=True)
+            return Response(status_code=200, content=json.dumps(envelope_success(None)),
+                            media_type="application/json")
+
+    def _tus_info(self, uid: str) -> dict[str, Any] | None:
+        path = self.tus_dir / f"{uid}.info"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _tus_router(self, base: str) -> Any:
+        fake = self
+
+        async def pre_create_dep(request: Request, response: Response) -> _PreCreate:
+            def hook(metadata: dict[str, str], info: dict[str, Any]) -> None:
+                size = info.get("size")
+                if size is None or info.get("defer_length"):
+                    raise StarletteHTTPException(400, "Upload-Length is required (deferred length is not "
+                                                      "supported)")
+                if size > fake.max_video_bytes:
+                    raise StarletteHTTPException(413, "Video is over the maximum upload size")
+                creator = request.headers.get("upload-creator")
+                if creator is not None and len(creator) > MAX_CREATOR:
+                    raise StarletteHTTPException(400, "Upload-Creator must be at most 64 characters")
+                uid = uuid.uuid4().hex
+                meta = {k: v for k, v in metadata.items() if k.lower() not in STREAM_SETTING_KEYS}
+                with fake._data_lock:
+                    fake._videos[uid] = FakeVideo(uid=uid, size=int(size), meta=meta, creator=creator,
+                                                  ready=int(size) == 0)
+                    fake.videos_created += 1
+                request.state.stream_uid = uid
+                response.headers["stream-media-id"] = uid
+
+            return hook
+
+        async def file_dep(request: Request) -> Callable[[dict[str, str]], dict[str, str]]:
+            def choose(metadata: dict[str, str]) -> dict[str, str]:
+                uid = getattr(request.state, "stream_uid", None)
+                return {"uid": uid} if request.method == "POST" and uid else {}
+
+            return choose
+
+        def completed(path: str, metadata: dict[str, str]) -> None:
+            video = fake.video(os.path.basename(path))
+            if video is not None:
+                video.ready = True
+
+        return create_tus_router(
+            prefix=f"{base}/stream",
+            files_dir=str(self.tus_dir),
+            max_size=self.max_video_bytes,
+            on_upload_complete=completed,
+            # tuspyserver types these as plain callables; FastAPI resolves them as dependencies
+            pre_create_dep=cast(Any, pre_create_dep),
+            file_dep=cast(Any, file_dep),
+        )
+
+    def _video_json(self, video: FakeVideo) -> dict[str, Any]:
+        info = self._tus_info(video.uid) or {}
+        state = "ready" if video.ready else "pendingupload"
+        cdn = f"{self.url}/stream-cdn/{video.uid}"
+        return {
+            "uid": video.uid,
+            "creator": video.creator,
+            "meta": video.meta,
+            "size": video.size,
+            "created": video.created,
+            "modified": video.created,
+            "uploaded": video.created if video.ready else None,
+            "status": {"state": state, "pctComplete": "100.000000" if video.ready else "0.000000",
+                       "errorReasonCode": "", "errorReasonText": ""},
+            "readyToStream": video.ready,
+            "readyToStreamAt": video.created if video.ready else None,
+            "requireSignedURLs": False,
+            "duration": -1,
+            "input": {"width": -1, "height": -1},
+            "preview": f"{cdn}/watch",
+            "thumbnail": f"{cdn}/thumbnails/thumbnail.jpg",
+            "playback": {"hls": f"{cdn}/manifest/video.m3u8", "dash": f"{cdn}/manifest/video.mpd"},
+            "maxSizeBytes": None,
+            "uploadOffset": info.get("offset"),
+        }
+
+    # --- gate: auth, Stream's chunk rules, PATCH byte counts ------------------------------------
+    def chunk_problem(self, uid: str, offset: int | None, length: int | None) -> tuple[int, str] | None:
+        """Why Stream refuses this PATCH, or None. Every chunk but the last: >= min, multiple of 256 KiB."""
+        video = self.video(uid)
+        info = self._tus_info(uid)
+        if video is None or info is None:
+            return None  # tus answers 404 itself
+        if length is None:
+            return 400, "Content-Length is required"
+        if offset is None:
+            return 400, "Upload-Offset is required"
+        if length > MAX_TUS_CHUNK:
+            return 413, "Chunk size must be at most 200 MiB"
+        if offset + length >= video.size:
+            return None  # the final chunk is exempt
+        if length % TUS_ALIGN:
+            return 400, "Chunk size must be a multiple of 256KiB"
+        if length < self.min_chunk:
+            return 400, f"Chunk size must be at least {self.min_chunk} bytes unless it is the last chunk"
+        return None
+
+    def count_patch(self, uid: str, n: int) -> None:
+        with self._data_lock:
+            self.patch_bytes_total += n
+            self.patch_bytes[uid] = self.patch_bytes.get(uid, 0) + n
+
+
+class _Gate:
+    """ASGI middleware in front of the app: Cloudflare's auth, then Stream's tus chunk rules."""
+
+    def __init__(self, app: ASGIApp, fake: FakeCloudflare) -> None:
+        self.app = app
+        self.fake = fake
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/client/v4/"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        parts = scope["path"].split("/")  # '', client, v4, accounts, <id>, ...
+        if headers.get("authorization") != f"Bearer {self.fake.token}":
+            await self._refuse(scope, receive, send, 401, 10000, "Authentication error")
+            return
+        if len(parts) < 5 or parts[3] != "accounts" or parts[4] != self.fake.account_id:
+            await self._refuse(scope, receive, send, 403, 10000, "Authentication error")
+            return
+        if scope["method"] == "PATCH" and len(parts) == 7 and parts[5] == "stream":
+            await self._patch(scope, receive, send, parts[6], headers)
+            return
+        await self.app(scope, receive, send)
+
+    async def _patch(self, scope: Scope, receive: Receive, send: Send, uid: str,
+                     headers: dict[str, str]) -> None:
+        def number(name: str) -> int | None:
+            try:
+                return int(headers[name])
+            except (KeyError, ValueError):
+                return None
+
+        problem = self.fake.chunk_problem(uid, number("upload-offset"), number("content-length"))
+        if problem is not None:
+            await self._refuse(scope, receive, send, problem[0], 10005, problem[1])
+            return
+
+        async def counting() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                self.fake.count_patch(uid, len(message.get("body", b"")))
+            return message
+
+        with self.fake._data_lock:
+            self.fake.patch_sizes.setdefault(uid, []).append(number("content-length") or 0)
+        await self.app(scope, counting, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: int,
+                      message: str) -> None:
+        while True:  # read the body first so the client sees the answer, not a reset
+            msg = await receive()
+            if msg["type"] != "http.request" or not msg.get("more_body"):
+                break
+        body = json.dumps(envelope_failure(code, message)).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
