@@ -29,13 +29,14 @@ def redact_url(url: str) -> str:
 
 def embedded_url(home: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL kept in FILESYNC_HOME/pgdata."""
+    # pgserver's platformdirs warns when there is no runtime dir (containers, cron): give it ours.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(home))
     try:
         import pgserver  # type: ignore[import-untyped]
     except ImportError as exc:  # pragma: no cover - pgserver is a dependency
         raise LedgerUnavailable("DATABASE_URL is unset and the embedded PostgreSQL (pgserver) is missing") from exc
     data = home / "pgdata"
     data.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(home))
     try:
         server = pgserver.get_server(str(data), cleanup_mode=None)
     except Exception as exc:

@@ -162,3 +162,8 @@ SELECT state, count(*) FROM {schema}.files GROUP BY state
 SELECT file_id, state, coalesce(error_class, ''), error_status, coalesce(error, ''), attempts, updated_at
 FROM {schema}.files WHERE state IN ('failed', 'skipped') OR (state = 'pending' AND attempts > 0)
 ORDER BY updated_at DESC LIMIT %(limit)s
+
+-- name: destinations
+SELECT f.file_id, f.path, f.state, t.sink, t.remote_id, t.remote_url
+FROM {schema}.files f LEFT JOIN {schema}.transfers t ON t.file_id = f.file_id AND t.state = 'done'
+ORDER BY f.file_id, t.sink

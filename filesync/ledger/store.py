@@ -246,6 +246,11 @@ class Ledger:
         with self.db.transaction() as conn:
             return [Problem(*row) for row in conn.execute(self.q["problems"], {"limit": limit})]
 
+    def destinations(self) -> list[tuple[str, str | None, str, str | None, str | None, str | None]]:
+        """(file id, path, state, sink, remote id, url) of every file; sink is None when not copied."""
+        with self.db.transaction() as conn:
+            return [tuple(row) for row in conn.execute(self.q["destinations"])]  # type: ignore[misc]
+
     def close(self) -> None:
         self.db.close()
 
