@@ -137,7 +137,9 @@ def _file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
         return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"FILESYNC_LOG_FILE={str(path)!r} is invalid: cannot write there ({reason})") from None
+        raise ConfigError(
+            f"FILESYNC_LOG_FILE={str(path)!r} is invalid: cannot write there ({reason})"
+        ) from None
 
 
 def configure(env: Environment, *, console: bool | None = None) -> None:

@@ -58,7 +58,9 @@ def _split_cron(expr: str) -> dict[str, str]:
     if len(fields) == 5:
         fields = ["0", *fields]
     if len(fields) != 6:
-        raise ValueError(f"needs 5 fields (minute hour day month weekday) or 6 (seconds first), got {len(fields)}")
+        raise ValueError(
+            f"needs 5 fields (minute hour day month weekday) or 6 (seconds first), got {len(fields)}"
+        )
     names = ("second", "minute", "hour", "day", "month", "day_of_week")
     values = dict(zip(names, fields, strict=True))
     values["day_of_week"] = cron_weekdays(values["day_of_week"])
@@ -190,6 +192,31 @@ class DaemonConfig:
 
 
 RunFn = Callable[..., "RunSummary"]
+PING_TIMEOUT = 5.0  # seconds /healthz waits for the database; Docker's HEALTHCHECK timeout is longer
+
+
+class _Ping:
+    """One call in a daemon thread, so a hung call never keeps the process from exiting."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self._fn = fn
+        threading.Thread(target=self._call, name="filesync-ping", daemon=True).start()
+
+    def _call(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def result(self, timeout: float) -> None:
+        if not self.done.wait(timeout):
+            raise TimeoutError
+        if self.error is not None:
+            raise self.error
 
 
 class Daemon:
@@ -210,12 +237,16 @@ class Daemon:
         self._signals = 0
         self._lock = threading.Lock()
         self.last_run: dict[str, Any] | None = None
+        self._ping_lock = threading.Lock()
+        self._pending_ping: _Ping | None = None
         self.scheduler = BackgroundScheduler(
             timezone=config.timezone,
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        self.scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+        self.scheduler.add_listener(
+            self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED | EVENT_JOB_ERROR
+        )
 
     # --- the job ---------------------------------------------------------------------------------
     def _ensure_app(self) -> App:
@@ -236,7 +267,6 @@ class Daemon:
             summary = self._run(app, stop=self.stop, abort=self.abort, console=False)
             self._record(started, "interrupted" if summary.interrupted else "ok", summary=summary)
             metrics.ticks_total.labels("ran").inc()
-            self._update_backlog(app)
         except LedgerUnavailable as exc:
             metrics.ticks_total.labels("database_unavailable").inc()
             self._record(started, "database_unavailable", error=str(exc))
@@ -254,12 +284,6 @@ class Daemon:
                           next_run=self.next_run())
         finally:
             self.idle.set()
-
-    def _update_backlog(self, app: App) -> None:
-        try:
-            metrics.backlog.set(app.ledger.backlog())
-        except Exception as exc:  # a gauge is not worth failing a run for
-            log.warning("backlog_unknown", error_class=type(exc).__name__, error=str(exc))
 
     def _record(self, started: datetime, result: str, *, summary: RunSummary | None = None,
                 error: str | None = None) -> None:
@@ -306,7 +330,10 @@ class Daemon:
         if not alive:
             return False, {"status": "unavailable", "reason": "scheduler is not running", **body}
         try:
-            self._ensure_app().ledger.ping()
+            self._ping()
+        except TimeoutError:
+            return False, {"status": "unavailable", "database": "unreachable", **body,
+                           "reason": f"database did not answer within {PING_TIMEOUT:g} s"}
         except LedgerUnavailable as exc:
             return False, {"status": "unavailable", "reason": redact(f"database unreachable: {exc}"),
                            "database": "unreachable", **body}
@@ -314,6 +341,17 @@ class Daemon:
             return False, {"status": "unavailable", "database": "error",
                            "reason": redact(f"database check failed: {type(exc).__name__}: {exc}"), **body}
         return True, {"status": "ok", "database": "ok", **body}
+
+    def _ping(self) -> None:
+        """`ledger.ping()` with a short deadline: the pool may wait far longer for a dead server.
+
+        One ping at a time runs in a daemon thread; probes that come while it is pending share it.
+        """
+        with self._ping_lock:
+            pending = self._pending_ping
+            if pending is None or pending.done.is_set():
+                pending = self._pending_ping = _Ping(lambda: self._ensure_app().ledger.ping())
+        pending.result(PING_TIMEOUT)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -366,7 +404,6 @@ def serve(env: Environment) -> int:
 
     logs.configure(env)
     config = DaemonConfig.load(env)
-    cron_trigger(config.schedule, config.timezone)
     # The scheduler's own warnings are replaced by structured tick_skipped / tick_missed events.
     for name in ("apscheduler.scheduler", "apscheduler.executors"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -401,5 +438,11 @@ def serve(env: Environment) -> int:
         logging.shutdown()
         os._exit(0)  # the stuck worker thread would otherwise hold the interpreter open
     daemon.close()
-    log.info("daemon_stopped", exit_code=0, seconds=round(time.monotonic() - began, 1))
+    log.info("daemon_stopped", exit_code=0, seconds=round(time.monotonic() - began, 1),
+             aborted=daemon.abort.is_set())
+    if daemon.abort.is_set():
+        # Cancelled transfer threads may still sit in a socket read until their HTTP timeout; their
+        # files are already handed back, so nothing is lost by not waiting for them at exit.
+        logging.shutdown()
+        os._exit(0)
     return 0
