@@ -114,6 +114,9 @@ class FakeVideo:
 class _StoreView:
     """One sink's view of the shared server: satisfies FakeStore; anything else goes to the server."""
 
+    supports_faults = True
+    can_corrupt = False
+
     def __init__(self, fake: FakeCloudflare, stored: Callable[[], list[StoredObject]]) -> None:
         self.fake = fake
         self._stored = stored
