@@ -74,16 +74,17 @@ class Pacer:
             self._tokens = 0.0
 
 
-_pacers: dict[str, Pacer] = {}
+_pacers: dict[tuple[str, float, int], Pacer] = {}
 _pacers_lock = threading.Lock()
 
 
 def pacer(service: str, rate: float, burst: int = 1) -> Pacer:
-    """The process-wide pacer of one service; the first caller sets its rate."""
+    """The process-wide pacer of one service at one rate: every sink of that service shares it."""
+    key = (service, rate, burst)
     with _pacers_lock:
-        if service not in _pacers:
-            _pacers[service] = Pacer(rate, burst)
-        return _pacers[service]
+        if key not in _pacers:
+            _pacers[key] = Pacer(rate, burst)
+        return _pacers[key]
 
 
 class _Adapter(HTTPAdapter):

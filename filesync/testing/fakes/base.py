@@ -8,6 +8,7 @@ are injected on the wire by a middleware, never by patching a client:
         fake.fail_next(429, headers={"Retry-After": "1"})
         fake.slow_next(3.0)                          # next request answers after 3 s
         fake.reset_next()                            # next connection is cut mid-response
+        fake.hold_response_next(10, method="POST")   # handled for real, answered 10 s later
         fake.chaos(seed=1, p_5xx=0.1, p_429=0.02)    # random faults from now on
 """
 
@@ -46,6 +47,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     delay: float = 0.0
+    delay_response: float = 0.0  # handled normally, but the answer is held back (crash-after-commit tests)
     reset: bool = False
     times: int = 1
     method: str | None = None
@@ -136,9 +138,15 @@ class FaultMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
 
+        hold = fault.delay_response if fault is not None else 0.0
+        if hold:
+            entry.fault = f"answer held {hold}s"
+
         async def send_logged(message: Message) -> None:
             if message["type"] == "http.response.start":
                 entry.status = message["status"]
+                if hold:
+                    await asyncio.sleep(hold)
             await send(message)
 
         await self.app(scope, receive, send_logged)
@@ -182,6 +190,11 @@ class FakeService:
     def slow_next(self, seconds: float, *, times: int = 1, method: str | None = None,
                   path_contains: str | None = None) -> None:
         self._add(Fault(delay=seconds, times=times, method=method, path_contains=path_contains))
+
+    def hold_response_next(self, seconds: float, *, times: int = 1, method: str | None = None,
+                           path_contains: str | None = None) -> None:
+        """Handle the request for real, then wait `seconds` before answering."""
+        self._add(Fault(delay_response=seconds, times=times, method=method, path_contains=path_contains))
 
     def reset_next(self, *, times: int = 1, method: str | None = None, path_contains: str | None = None) -> None:
         self._add(Fault(reset=True, times=times, method=method, path_contains=path_contains))
