@@ -237,6 +237,7 @@ class Daemon:
         self._signals = 0
         self._lock = threading.Lock()
         self.last_run: dict[str, Any] | None = None
+        self.ping_timeout = PING_TIMEOUT
         self._ping_lock = threading.Lock()
         self._pending_ping: _Ping | None = None
         self.scheduler = BackgroundScheduler(
@@ -333,7 +334,7 @@ class Daemon:
             self._ping()
         except TimeoutError:
             return False, {"status": "unavailable", "database": "unreachable", **body,
-                           "reason": f"database did not answer within {PING_TIMEOUT:g} s"}
+                           "reason": f"database did not answer within {self.ping_timeout:g} s"}
         except LedgerUnavailable as exc:
             return False, {"status": "unavailable", "reason": redact(f"database unreachable: {exc}"),
                            "database": "unreachable", **body}
@@ -351,7 +352,7 @@ class Daemon:
             pending = self._pending_ping
             if pending is None or pending.done.is_set():
                 pending = self._pending_ping = _Ping(lambda: self._ensure_app().ledger.ping())
-        pending.result(PING_TIMEOUT)
+        pending.result(self.ping_timeout)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
