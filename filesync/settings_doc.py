@@ -52,13 +52,17 @@ def grouped(settings: Iterable[Setting]) -> list[tuple[str, list[Setting]]]:
     return list(groups.items())
 
 
+def _notes(setting: Setting) -> list[str]:
+    return [n for n in ("required" if setting.required else "", "secret" if setting.secret else "") if n]
+
+
 def env_example(settings: Iterable[Setting] | None = None) -> str:
     """Every setting, grouped and commented: defaults commented out, the rest as empty placeholders."""
     lines = [HEADER]
     for group, members in grouped(settings if settings is not None else _settings()):
         lines.append(f"# --- {group} " + "-" * max(3, 100 - len(group)))
         for s in members:
-            notes = [n for n in ("required" if s.required else "", "secret" if s.secret else "") if n]
+            notes = _notes(s)
             lines.append(f"# {s.help}" + (f" ({', '.join(notes)})" if notes else ""))
             default = shown_default(s)
             lines.append(f"# {s.env}={default}" if default is not None else f"{s.env}=")
@@ -76,7 +80,7 @@ def markdown_table(settings: Iterable[Setting] | None = None) -> str:
     for group, members in grouped(settings if settings is not None else _settings()):
         for s in members:
             default = shown_default(s)
-            notes = ", ".join(n for n in ("required" if s.required else "", "secret" if s.secret else "") if n)
+            notes = ", ".join(_notes(s))
             shown = f"`{_cell(default)}`" if default else ""
             rows.append(f"| {_cell(group)} | `{s.env}` | {shown} | {notes} | {_cell(s.help)} |")
     return "\n".join(rows) + "\n"

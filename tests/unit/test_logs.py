@@ -54,8 +54,9 @@ def _lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_events_are_json_lines_with_timestamp_level_event_and_context(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_events_are_json_lines_with_timestamp_level_event_and_context(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     logs.configure(_env(tmp_path), console=False)
     log = structlog.get_logger("filesync")
     structlog.contextvars.bind_contextvars(run_id=7)
@@ -74,8 +75,9 @@ def test_events_are_json_lines_with_timestamp_level_event_and_context(tmp_path: 
     assert [r["event"] for r in stdout] == ["upload_finished", "run_finished"]
 
 
-def test_every_secret_is_masked_in_fields_exceptions_and_library_records(tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_secret_is_masked_in_fields_exceptions_and_library_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     logs.configure(_env(tmp_path), console=False)
     log = structlog.get_logger("filesync")
     log.info(f"connecting with {TOKEN}", url=f"postgresql://filesync:{DB_PASSWORD}@db.example/app",
@@ -100,7 +102,9 @@ def test_every_secret_is_masked_in_fields_exceptions_and_library_records(tmp_pat
     assert records[0]["url"] == "postgresql://filesync:***@db.example/app"
 
 
-def test_console_renderer_is_readable_and_redacted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_console_renderer_is_readable_and_redacted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     logs.configure(_env(tmp_path), console=True)
     structlog.get_logger("filesync").info("run_started", token=TOKEN)
     out = capsys.readouterr().out
