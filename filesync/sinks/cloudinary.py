@@ -42,8 +42,8 @@ from filesync.sinks.naming import safe_relative
 MIN_CHUNK = 5 * 1024 * 1024  # "All parts except EOF-chunk must be larger than 5mb"
 DEFAULT_CHUNK = 20_000_000  # the SDK's own default for upload_large
 RESOURCE_TYPES: Mapping[Kind, str] = {Kind.IMAGE: "image", Kind.VIDEO: "video", Kind.OTHER: "raw"}
-#: Characters Cloudinary does not allow in a public_id.
-_FORBIDDEN = set("?&#\\%<>")
+#: Characters Cloudinary does not allow in a public_id, and `~`, which escapes them.
+_ESCAPED = frozenset("?&#\\%<>~")
 _STATUS = re.compile(r"(?:^Error (\d{3}) - |server response \((\d{3})\))")
 
 
@@ -87,9 +87,22 @@ def cloudinary_account(raw: str) -> CloudinaryAccount:
     return CloudinaryAccount(cloud, unquote(username), unquote(password), upload_prefix)
 
 
+def escape_id(file_id: str) -> str:
+    """A public_id Cloudinary accepts for any file id, one-to-one: `?&#\\%<>~` and spaces at either
+    end become `~XX` (their hex code), so ids that differ never share a public_id."""
+    core = file_id.strip(" ")
+    lead = len(file_id) - len(file_id.lstrip(" "))
+    trail = len(file_id) - lead - len(core)
+    body = "".join(f"~{ord(c):02x}" if c in _ESCAPED else c for c in core)
+    return "~20" * lead + body + "~20" * trail if core else "~20" * len(file_id)
+
+
 def folder(raw: str) -> str:
+    value = raw.strip().strip("/")
+    if _ESCAPED.intersection(value):
+        raise ValueError(f"must not contain any of {' '.join(sorted(_ESCAPED))}")
     try:
-        return safe_relative(raw.strip().strip("/"), sink="cloudinary")
+        return safe_relative(value, sink="cloudinary")
     except SinkError as exc:
         raise ValueError(exc.reason) from None
 
@@ -154,15 +167,9 @@ class CloudinarySink:
 
     # --- names ------------------------------------------------------------------------------------
     def _public_id(self, obj: SourceObject) -> str:
-        """The file id under the folder; refused before any request when Cloudinary would reject it."""
-        wanted = f"{self.folder}/{obj.file_id}" if self.folder else obj.file_id
-        public_id = safe_relative(wanted, sink=self.name)
-        bad = sorted(_FORBIDDEN.intersection(public_id))
-        if bad or public_id != public_id.strip():
-            shown = " ".join(bad) or "leading or trailing spaces"
-            raise PermanentError(f"public_id {public_id!r} has characters Cloudinary refuses: {shown}",
-                                 sink=self.name, error_class=ErrorClass.INVALID)
-        return public_id
+        """The file id under the folder; `..`, absolute and NUL are refused before any request."""
+        wanted = escape_id(obj.file_id)
+        return safe_relative(f"{self.folder}/{wanted}" if self.folder else wanted, sink=self.name)
 
     # --- calls ------------------------------------------------------------------------------------
     def _admin_options(self) -> dict[str, Any]:
@@ -197,7 +204,10 @@ class CloudinarySink:
         return result
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self.account.api_secret, "***")[:300]
+        """Neither credential in a message (the key is not secret, but it is half of the pair)."""
+        for value in (self.account.api_secret, self.account.api_key):
+            text = text.replace(value, "***")
+        return text[:300]
 
     def _status_error(self, status: int, message: str) -> SinkError:
         reason = self._scrub(message) or f"HTTP {status}"

@@ -59,6 +59,7 @@ class FakeBunny(FakeService):
     """One or more storage zones held in a temporary folder."""
 
     name = "bunny"
+    can_corrupt = True
 
     def __init__(self, zones: dict[str, str] | None = None) -> None:
         super().__init__()

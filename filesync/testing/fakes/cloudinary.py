@@ -106,6 +106,7 @@ class FakeCloudinary(FakeService):
     """One product environment (cloud) with one API key pair."""
 
     name = "cloudinary"
+    can_corrupt = True
 
     def __init__(self, cloud: str = CLOUD, api_key: str = API_KEY, api_secret: str = API_SECRET) -> None:
         super().__init__()
@@ -222,6 +223,9 @@ class FakeCloudinary(FakeService):
                 return _error(400, "Missing required parameter - file")
             part, digest, md5, size = await self._save(upload)
         filename = upload.filename or "file"
+        if size == 0:
+            part.unlink(missing_ok=True)
+            return _error(400, "Empty file")
         content_range = request.headers.get("content-range")
         if content_range:
             upload_id = request.headers.get("x-unique-upload-id", "")
