@@ -442,7 +442,9 @@ class SinkConformance:
     def test_permanent_error(self, case: SinkCase, sink: Sink, fake: Any, status: int) -> None:
         need_faults(fake)
         obj = make_object(sink.capabilities, 5_000)
-        fake.fail_next(status)
+        # Permanent means the same request fails the same way again; SDKs may re-send once on their
+        # own (botocore re-resolves the region after a 400 to HEAD), so the fault persists.
+        fake.fail_next(status, times=3)
         with pytest.raises(PermanentError) as caught:
             self._upload(sink, obj, small_body(obj)[0])
         assert caught.value.status == status
