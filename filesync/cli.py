@@ -188,6 +188,34 @@ def _all_settings() -> Any:
     return all_settings()
 
 
+@_guarded
+def cmd_verify(args: argparse.Namespace, env: Environment) -> int:
+    """Re-check that copied files exist at their destinations; --repair queues the drifted ones again."""
+    from datetime import datetime
+
+    from filesync.app import App
+    from filesync.verify import verify
+
+    _configure_logging(env, console=False)
+    try:
+        since = datetime.fromisoformat(args.since) if args.since else None
+    except ValueError:
+        raise ConfigError(f"--since {args.since!r} is not an ISO date or time") from None
+    with App.build(env) as app:
+        result = verify(app, sample=args.sample, since=since, sink=args.sink, repair=args.repair)
+    drift = result.drift or []
+    errors = result.errors or []
+    print(f"checked {result.checked} copies: {len(drift)} drifted, {len(errors)} could not be checked"
+          + (f", {result.repaired} queued again" if args.repair else ""))
+    for d in drift:
+        print(f"  {d.file_id}  [{d.sink}]  {d.reason}")
+    for d in errors:
+        print(f"  {d.file_id}  [{d.sink}]  not checked: {d.reason}")
+    if errors or (drift and not args.repair):
+        return ExitCode.FILES_FAILED
+    return ExitCode.OK
+
+
 def cmd_sinks(args: argparse.Namespace) -> int:
     """Installed sinks with their settings."""
     from filesync import sinks
@@ -238,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file_ids", nargs="*")
     p.add_argument("--all", action="store_true")
     p.set_defaults(func=cmd_retry)
+    p = sub.add_parser("verify", help="re-check that copied files exist at their destinations")
+    p.add_argument("--sample", type=int, default=None, help="check N random copies instead of all")
+    p.add_argument("--since", default=None, help="only copies made since this ISO date/time")
+    p.add_argument("--sink", default=None, help="only this destination")
+    p.add_argument("--repair", action="store_true", help="queue drifted files again")
+    p.set_defaults(func=cmd_verify)
     sub.add_parser("check", help="validate settings and reach every destination").set_defaults(func=cmd_check)
     sub.add_parser("sinks", help="list installed sinks and their settings").set_defaults(func=cmd_sinks)
     sub.add_parser("demo", help="seed sample files and sync them to a local folder").set_defaults(func=cmd_demo)

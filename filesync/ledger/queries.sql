@@ -167,3 +167,24 @@ ORDER BY updated_at DESC LIMIT %(limit)s
 SELECT f.file_id, f.path, f.state, t.sink, t.remote_id, t.remote_url
 FROM {schema}.files f LEFT JOIN {schema}.transfers t ON t.file_id = f.file_id AND t.state = 'done'
 ORDER BY f.file_id, t.sink
+
+-- name: copied_transfers
+-- What `filesync verify` re-checks: confirmed transfers, newest first, optionally since a time, for one sink.
+SELECT t.file_id, t.sink, t.remote_id, t.bytes, t.checksum, f.path, f.mime, f.kind, f.size, f.date_taken, f.gps
+FROM {schema}.transfers t JOIN {schema}.files f USING (file_id)
+WHERE t.state = 'done'
+  AND (%(since)s::timestamptz IS NULL OR t.done_at >= %(since)s)
+  AND (%(sink)s::text IS NULL OR t.sink = %(sink)s)
+ORDER BY CASE WHEN %(sample)s::int IS NULL THEN 0 ELSE random() END, t.done_at DESC
+LIMIT %(sample)s
+
+-- name: requeue_transfer
+-- `verify --repair`: the copy is gone, so the transfer is due again (the file too); other sinks keep theirs.
+WITH t AS (
+    UPDATE {schema}.transfers SET state = 'pending', remote_id = NULL, remote_url = NULL, done_at = NULL,
+        attempts = 0, error_class = 'not_found', error = %(reason)s, updated_at = now()
+    WHERE file_id = %(file_id)s AND sink = %(sink)s
+    RETURNING file_id
+)
+UPDATE {schema}.files SET state = 'pending', next_attempt_at = now(), attempts = 0, updated_at = now()
+WHERE file_id IN (SELECT file_id FROM t)

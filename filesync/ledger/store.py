@@ -32,6 +32,21 @@ class Problem:
     updated_at: datetime
 
 
+@dataclass(frozen=True)
+class CopiedTransfer:
+    file_id: str
+    sink: str
+    remote_id: str | None
+    bytes: int | None
+    checksum: str | None
+    path: str | None
+    mime: str | None
+    kind: str | None
+    size: int | None
+    date_taken: str | None
+    gps: str | None
+
+
 class Ledger:
     def __init__(self, db: Database, schema: str, app: AppTable) -> None:
         self.db = db
@@ -250,6 +265,17 @@ class Ledger:
         """(file id, path, state, sink, remote id, url) of every file; sink is None when not copied."""
         with self.db.transaction() as conn:
             return [tuple(row) for row in conn.execute(self.q["destinations"])]  # type: ignore[misc]
+
+    def copied_transfers(
+        self, *, sample: int | None = None, since: datetime | None = None, sink: str | None = None
+    ) -> list[CopiedTransfer]:
+        with self.db.transaction() as conn:
+            rows = conn.execute(self.q["copied_transfers"], {"sample": sample, "since": since, "sink": sink})
+            return [CopiedTransfer(*row) for row in rows]
+
+    def requeue_transfer(self, file_id: str, sink: str, reason: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(self.q["requeue_transfer"], {"file_id": file_id, "sink": sink, "reason": reason[:1000]})
 
     def close(self) -> None:
         self.db.close()
