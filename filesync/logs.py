@@ -113,12 +113,19 @@ def _final_chain(renderer: Processor) -> list[Processor]:
         structlog.processors.format_exc_info,  # tracebacks become text first, so redaction sees them
         _drop_logger_for_own_events,
         _redact_current,
+        _lead_with_essentials,
         renderer,
     ]
 
 
 def _redact_current(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     return _redactor(logger, method, event_dict)
+
+
+def _lead_with_essentials(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """timestamp, level and event first, so a line reads well in `tail -F` before any parsing."""
+    head = {k: event_dict.pop(k) for k in ("timestamp", "level", "event") if k in event_dict}
+    return {**head, **event_dict}
 
 
 def _drop_logger_for_own_events(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
