@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test docs bench clean
 
 $(BIN)/filesync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ test: $(BIN)/filesync
 	$(BIN)/ruff check filesync tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+docs: $(BIN)/filesync
+	$(BIN)/python tools/sync_docs.py
 
 bench: $(BIN)/filesync
 	$(BIN)/python bench/run.py

@@ -163,6 +163,10 @@ def cmd_check(args: argparse.Namespace, env: Environment) -> int:
         rows.append(_probe(f"source ({app.config.source})", app.source.check))
         for name, sink in app.sinks.items():
             rows.append(_probe(f"sink {name}", sink.check))
+        try:
+            hint = app.ledger.not_copied_index_hint()
+        except FilesyncError:
+            hint = None  # the database row above already says why
     secrets = env.secret_values(_all_settings())
     width = max(len(r[0]) for r in rows)
     for name, ok, why in rows:
@@ -170,6 +174,8 @@ def cmd_check(args: argparse.Namespace, env: Environment) -> int:
         for secret in secrets:
             line = line.replace(secret, "***")
         print(line)
+    if hint:
+        print(f"hint: the app's table has no partial index for 'not yet copied'; on a large table run:\n  {hint};")
     return ExitCode.OK if all(ok for _, ok, _ in rows) else ExitCode.CHECK_FAILED
 
 

@@ -199,7 +199,7 @@ class Environment(Mapping[str, str]):
             except ConfigError as exc:
                 problems.append(str(exc))
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError(problems[0] if len(problems) == 1 else "\n  " + "\n  ".join(problems))
         return values
 
     def secret_values(self, settings: Iterable[Setting]) -> list[str]:

@@ -188,3 +188,8 @@ WITH t AS (
 )
 UPDATE {schema}.files SET state = 'pending', next_attempt_at = now(), attempts = 0, updated_at = now()
 WHERE file_id IN (SELECT file_id FROM t)
+
+-- name: app_partial_indexes
+-- `filesync check`: is there a partial index on the app's table over its copied flag?
+SELECT indexdef FROM pg_indexes
+WHERE schemaname = coalesce(%(schema)s, current_schema()) AND tablename = %(table)s AND indexdef ILIKE '%% WHERE %%'

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import sql
+
 from filesync.config import AppTable
 from filesync.errors import ErrorClass, LeaseLost
 from filesync.ledger import migrations
@@ -265,6 +267,19 @@ class Ledger:
         """(file id, path, state, sink, remote id, url) of every file; sink is None when not copied."""
         with self.db.transaction() as conn:
             return [tuple(row) for row in conn.execute(self.q["destinations"])]  # type: ignore[misc]
+
+    def not_copied_index_hint(self) -> str | None:
+        """None when the app's table has a partial index over its copied flag; else the index to create."""
+        schema, table = (None, self.app.table[0]) if len(self.app.table) == 1 else self.app.table
+        with self.db.transaction() as conn:
+            defs = [r[0] for r in conn.execute(self.q["app_partial_indexes"], {"schema": schema, "table": table})]
+            if any(self.app.copied in d for d in defs):
+                return None
+            return (
+                sql.SQL("CREATE INDEX CONCURRENTLY ON {} ({}) WHERE NOT {}")
+                .format(sql.Identifier(*self.app.table), sql.Identifier(self.app.id), sql.Identifier(self.app.copied))
+                .as_string(conn)
+            )
 
     def copied_transfers(
         self, *, sample: int | None = None, since: datetime | None = None, sink: str | None = None

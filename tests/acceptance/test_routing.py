@@ -163,3 +163,16 @@ def test_check_reports_each_sink_and_hides_secrets(tmp_path: Path, database_url:
     assert "FAILED" in lines["sink cloudflare-stream"] and " ok" in lines["sink local"]
     for secret in ("cf-WRONG-token-987654", bad_key, CF_TOKEN, bunny.access_key):
         assert secret not in bad.stdout + bad.stderr
+    assert 'CREATE INDEX CONCURRENTLY ON "File" ("id") WHERE NOT "copiedToCloudflare"' in good.stdout
+
+
+def test_check_hint_disappears_once_the_partial_index_exists(
+    tmp_path: Path, database_url: str, bunny: FakeBunny
+) -> None:
+    src = seed(tmp_path, database_url, [])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute('CREATE INDEX "File_todo" ON "File" (id) WHERE NOT "copiedToCloudflare"')
+
+    result = _check(env_for(database_url, src, tmp_path / "out", bunny, "image/*=local"))
+
+    assert result.returncode == 0 and "hint:" not in result.stdout
