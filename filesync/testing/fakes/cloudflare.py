@@ -181,6 +181,7 @@ class FakeCloudflare(FakeService):
         self.patch_bytes_total = 0
         self.patch_bytes: dict[str, int] = {}
         self.patch_sizes: dict[str, list[int]] = {}
+        self._patching: dict[str, int] = {}  # PATCHes in progress per upload
         self.images = _StoreView(self, self.stored_images)
         self.stream = _StoreView(self, self.stored_videos)
 
@@ -360,6 +361,12 @@ class FakeCloudflare(FakeService):
             # Stream does not ask for; the offset comes from the same files it keeps.
             if request.headers.get("tus-resumable") != "1.0.0":
                 return Response(status_code=412, headers={"Tus-Version": "1.0.0"})
+            # like tusd, HEAD takes the upload's lock: a PATCH still being written (say, one whose
+            # client just broke off) finishes first, so the offset answered is the one a resume needs
+            for _ in range(1000):
+                if not self._patching.get(uid):
+                    break
+                await asyncio.sleep(0.01)
             info = self._tus_info(uid)
             if info is None or self.video(uid) is None:
                 return Response(status_code=404, headers={"Tus-Resumable": "1.0.0"})
@@ -554,7 +561,12 @@ class _Gate:
 
         with self.fake._data_lock:
             self.fake.patch_sizes.setdefault(uid, []).append(number("content-length") or 0)
-        await self.app(scope, counting, send)
+            self.fake._patching[uid] = self.fake._patching.get(uid, 0) + 1
+        try:
+            await self.app(scope, counting, send)
+        finally:
+            with self.fake._data_lock:
+                self.fake._patching[uid] -= 1
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: int,
