@@ -11,7 +11,6 @@ import io
 import shutil
 import struct
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -97,9 +96,9 @@ def main(env: Environment) -> int:
         summary = pipeline.run(app)
         print(report.summary_text(summary))
         print("\nwhere each file went:")
-        for _, path, state, sink, _, url in app.ledger.destinations():
-            where = f"{sink}: {url}" if sink else f"nowhere ({state})"
-            print(f"  {path:<22} -> {where}")
+        for _, path, state, sink, _, remote_url in app.ledger.destinations():
+            where = f"{sink}: {remote_url}" if sink else f"nowhere ({state})"
+            print(f"  {path or '-':<22} -> {where}")
         again = pipeline.run(app)
         print(f"\nsecond run: {again.copied} copied, {again.skipped} skipped (nothing is copied twice)")
     print(f"log: {root / 'filesync.log'}")

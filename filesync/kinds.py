@@ -6,7 +6,7 @@ import io
 import mimetypes
 from pathlib import PurePosixPath
 
-import filetype  # type: ignore[import-untyped]
+import filetype
 
 from filesync.model import Kind
 
@@ -71,7 +71,7 @@ def image_size(head: bytes) -> tuple[int, int] | None:
         from PIL import Image
 
         try:
-            from pillow_heif import register_heif_opener  # type: ignore[import-untyped]
+            from pillow_heif import register_heif_opener
 
             register_heif_opener()
         except ImportError:  # pragma: no cover - optional codec

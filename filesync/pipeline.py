@@ -223,9 +223,9 @@ class Pipeline:
             except Exception as exc:
                 errors.append((sink_name, exc))
         if errors:
-            sink_name, exc = errors[-1]
+            last_sink, last_error = errors[-1]
             permanent = any(_is_permanent(e) for _, e in errors)
-            self._fail(task, sink_name, exc, permanent=permanent)
+            self._fail(task, last_sink, last_error, permanent=permanent)
         elif not complete:
             complete = self.app.ledger.mark_complete(self.worker, task.file_id, routed)
         if complete:

@@ -32,13 +32,13 @@ def embedded_url(home: Path) -> str:
     # pgserver's platformdirs warns when there is no runtime dir (containers, cron): give it ours.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(home))
     try:
-        import pgserver  # type: ignore[import-untyped]
+        import pgserver
     except ImportError as exc:  # pragma: no cover - pgserver is a dependency
         raise LedgerUnavailable("DATABASE_URL is unset and the embedded PostgreSQL (pgserver) is missing") from exc
     data = home / "pgdata"
     data.mkdir(parents=True, exist_ok=True)
     try:
-        server = pgserver.get_server(str(data), cleanup_mode=None)
+        server = pgserver.get_server(str(data), cleanup_mode=None)  # type: ignore[attr-defined]
     except Exception as exc:
         raise LedgerUnavailable(f"embedded PostgreSQL in {data} did not start: {exc}") from exc
     return str(server.get_uri())

@@ -40,7 +40,7 @@ def migrate(db: Database, schema: str) -> list[int]:
         for version, name, text in available():
             if version in done:
                 continue
-            conn.execute(sql.SQL(text).format(schema=ident))  # type: ignore[arg-type]
+            conn.execute(sql.SQL(text).format(schema=ident))
             conn.execute(
                 sql.SQL("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)").format(ident), (version, name)
             )

@@ -38,7 +38,7 @@ class Queries:
     def __init__(self, schema: str, app: AppTable) -> None:
         names = identifiers(schema, app)
         self._composed = {
-            name: sql.SQL(body).format(**{k: v for k, v in names.items() if "{" + k + "}" in body})  # type: ignore[arg-type]
+            name: sql.SQL(body).format(**{k: v for k, v in names.items() if "{" + k + "}" in body})
             for name, body in raw_queries().items()
         }
 

@@ -266,7 +266,7 @@ class Ledger:
     def destinations(self) -> list[tuple[str, str | None, str, str | None, str | None, str | None]]:
         """(file id, path, state, sink, remote id, url) of every file; sink is None when not copied."""
         with self.db.transaction() as conn:
-            return [tuple(row) for row in conn.execute(self.q["destinations"])]  # type: ignore[misc]
+            return [tuple(row) for row in conn.execute(self.q["destinations"])]
 
     def not_copied_index_hint(self) -> str | None:
         """None when the app's table has a partial index over its copied flag; else the index to create."""

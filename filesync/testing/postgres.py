@@ -25,10 +25,10 @@ CREATE TABLE IF NOT EXISTS "File" (
 
 def embedded_server_url(data_dir: Path) -> str:
     """Start (or reuse) a pgserver instance in `data_dir` and return its URL."""
-    import pgserver  # type: ignore[import-untyped]
+    import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir), cleanup_mode=None)
+    server = pgserver.get_server(str(data_dir), cleanup_mode=None)  # type: ignore[attr-defined]
     return str(server.get_uri())
 
 
