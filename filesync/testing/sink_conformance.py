@@ -278,6 +278,19 @@ def only(stored: list[StoredObject]) -> StoredObject:
     return stored[0]
 
 
+def assert_not_retried(fake: Any) -> None:
+    """The request that got the injected fault was not sent again: retrying is filesync.retrying's job."""
+    log = getattr(fake, "requests", None)
+    if not isinstance(log, list):
+        return
+    faulted = [i for i, r in enumerate(log) if getattr(r, "fault", None)]
+    assert faulted, "the injected fault was never served"
+    first = log[faulted[0]]
+    same = (first.method, first.path, first.query)
+    again = [r for r in log[faulted[0] + 1:] if (r.method, r.path, r.query) == same]
+    assert not again, f"the sink re-sent {first.method} {first.path} itself after a transient error"
+
+
 def need_faults(fake: Any) -> None:
     if not supports_faults(fake):
         pytest.skip("the fake cannot inject HTTP faults")
@@ -348,7 +361,7 @@ class SinkConformance:
         assert same_object(found, remote), (found, remote)
         assert same_object(sink.exists(obj, remote.remote_id), remote)
 
-    def test_interrupted_body_leaves_nothing(self, sink: Sink, fake: Any) -> None:
+    def test_interrupted_body_leaves_nothing(self, case: SinkCase, sink: Sink, fake: Any) -> None:
         caps = sink.capabilities
         size = min(INTERRUPTED, caps.max_bytes or INTERRUPTED)
         obj = make_object(caps, size, prefer=(Kind.VIDEO, Kind.OTHER, Kind.IMAGE))
@@ -356,8 +369,13 @@ class SinkConformance:
         with pytest.raises((FilesyncError, OSError)):
             self._upload(sink, obj, io.BufferedReader(body_for(obj, fail_after=size * 2 // 3)), session)
         if caps.resumable and session.resume_token:
-            resumed = RecordingSession(session.resume_token)
-            remote = self._upload(sink, obj, io.BufferedReader(body_for(obj)), resumed)
+            # Resuming is what a restarted process does: a new sink, the token from the ledger.
+            fresh = case.make(fake)
+            try:
+                remote = self._upload(fresh, obj, io.BufferedReader(body_for(obj)),
+                                      RecordingSession(session.resume_token))
+            finally:
+                fresh.close()
             held = only(fake.stored())
             assert (remote.size, held.sha256) == (size, body_for(obj).sha256())
         else:
@@ -422,6 +440,7 @@ class SinkConformance:
             self._upload(sink, obj, small_body(obj)[0])
         assert caught.value.retry_after == 2
         assert caught.value.status == 429
+        assert_not_retried(fake)
         assert_no_secret(str(caught.value), secret_values(case, fake))
         self._upload(sink, obj, small_body(obj)[0])  # the next try goes through
         only(fake.stored())
@@ -434,6 +453,7 @@ class SinkConformance:
         with pytest.raises(ServerError) as caught:
             self._upload(sink, obj, small_body(obj)[0])
         assert caught.value.status == status
+        assert_not_retried(fake)
         assert_no_secret(str(caught.value), secret_values(case, fake))
         self._upload(sink, obj, small_body(obj)[0])
         only(fake.stored())
