@@ -21,6 +21,16 @@ HEADER = """\
 # docker-compose.yml sets DATABASE_URL itself, pointing at its postgres service.
 """
 
+COMPOSE = """\
+# --- docker compose (read by docker-compose.yml, not by filesync) ----------------------------------------
+# Password of the bundled postgres service (also used in the DATABASE_URL compose gives filesync).
+POSTGRES_PASSWORD=change-me
+# POSTGRES_USER=filesync
+# POSTGRES_DB=filesync
+# Host address:port publishing /healthz and /metrics.
+# FILESYNC_HTTP_PUBLISH=127.0.0.1:9090
+"""
+
 
 def _settings() -> tuple[Setting, ...]:
     from filesync.app import all_settings
@@ -67,6 +77,7 @@ def env_example(settings: Iterable[Setting] | None = None) -> str:
             default = shown_default(s)
             lines.append(f"# {s.env}={default}" if default is not None else f"{s.env}=")
         lines.append("")
+    lines.append(COMPOSE)
     return "\n".join(lines)
 
 
