@@ -29,6 +29,7 @@ from botocore.exceptions import (
 
 from filesync.config import Setting, http_url
 from filesync.errors import (
+    ConfigError,
     ErrorClass,
     NetworkError,
     PermanentError,
@@ -117,6 +118,10 @@ class S3Sink:
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any], context: SinkContext) -> S3Sink:
+        key, secret = values.get("FILESYNC_S3_KEY") or None, values.get("FILESYNC_S3_SECRET") or None
+        if (key is None) != (secret is None):
+            raise ConfigError("FILESYNC_S3_KEY and FILESYNC_S3_SECRET go together: set both, or neither to use "
+                              "boto3's default credential chain")
         endpoint = values.get("FILESYNC_S3_ENDPOINT")
         region = values.get("FILESYNC_S3_REGION") or (region_from_endpoint(endpoint) if endpoint else None)
         # One attempt per call: filesync.retrying retries, with our backoff and the run's accounting.
@@ -128,8 +133,8 @@ class S3Sink:
             "s3",
             endpoint_url=endpoint,
             region_name=region,
-            aws_access_key_id=values.get("FILESYNC_S3_KEY") or None,
-            aws_secret_access_key=values.get("FILESYNC_S3_SECRET") or None,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
             config=config,
         )
         return cls(

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from filesync.errors import NetworkError, PermanentError, RateLimited, ServerError, SinkError
+from filesync.errors import (
+    ConfigError,
+    NetworkError,
+    PermanentError,
+    RateLimited,
+    ServerError,
+    SinkError,
+    SinkTimeout,
+)
 from filesync.model import Kind, SourceObject
 from filesync.sinks.s3 import ENCODED, MIB, S3Sink, decode_meta, encode_meta, part_size_for
 from filesync.testing.sink_conformance import RecordingSession, body_for, make_object, small_body
@@ -177,3 +185,18 @@ def test_checksum_is_sha256_of_the_bytes(fake: FakeS3) -> None:
     remote = sink.upload(obj, body, RecordingSession())
     assert remote.checksum == digest == hashlib.sha256(small_body(obj)[0].read()).hexdigest()
     assert sink.exists(obj) is not None and sink.exists(obj).checksum == digest  # type: ignore[union-attr]
+
+
+def test_a_key_without_its_secret_is_a_config_error(fake: FakeS3) -> None:
+    with pytest.raises(ConfigError, match="FILESYNC_S3_SECRET") as caught:
+        make(fake, FILESYNC_S3_SECRET="")
+    assert fake.moto.key_id not in str(caught.value)
+
+
+def test_a_slow_answer_is_a_timeout_not_retried(fake: FakeS3) -> None:
+    sink = make(fake, timeout=1.0)
+    obj = make_object(CAPS, 1_000)
+    fake.slow_next(3.0)
+    with pytest.raises(SinkTimeout):
+        sink.upload(obj, small_body(obj)[0], RecordingSession())
+    assert [r.method for r in fake.requests] == ["HEAD"], "botocore must not retry on its own"

@@ -216,7 +216,7 @@ async def _read_all(receive: Receive) -> bytes:
     return b"".join([chunk async for chunk in _stream(receive)])
 
 
-def make(fake: FakeS3, bad_credentials: bool = False, **settings: str) -> S3Sink:
+def make(fake: FakeS3, bad_credentials: bool = False, *, timeout: float = 30.0, **settings: str) -> S3Sink:
     values = {
         "FILESYNC_S3_BUCKET": fake.bucket,
         "FILESYNC_S3_ENDPOINT": fake.url,
@@ -226,7 +226,7 @@ def make(fake: FakeS3, bad_credentials: bool = False, **settings: str) -> S3Sink
         "FILESYNC_S3_TEMPLATE": "{id}{ext}",
         **settings,
     }
-    sink = S3Sink.from_settings(values, SinkContext(http_timeout=30.0))
+    sink = S3Sink.from_settings(values, SinkContext(http_timeout=timeout))
     sink.part_size = PART_SIZE
     return sink
 
