@@ -7,6 +7,7 @@ transfer re-opens its source stream, so a retry or a resumed upload never depend
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import sys
 import threading
@@ -149,7 +150,9 @@ class Pipeline:
                         claimed_total += 1
                         with self._lock:
                             self._in_flight.add(task.file_id)
-                        futures[pool.submit(self._run_task, task)] = task.file_id
+                        # Worker threads do not inherit context variables: carry run_id along.
+                        ctx = contextvars.copy_context()
+                        futures[pool.submit(ctx.run, self._run_task, task)] = task.file_id
                 if not futures:
                     break
                 done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)

@@ -242,6 +242,7 @@ class FakeService:
         config = uvicorn.Config(
             FaultMiddleware(self.build_app(), self), host="127.0.0.1", port=self.port,
             log_level="critical", access_log=False, lifespan="off", timeout_keep_alive=30,
+            http="h11",  # httptools would reject Bunny's DESCRIBE method
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"{self.name}-server", daemon=True)
