@@ -258,3 +258,45 @@ def test_kill_after_image_upload_before_marking(database_url: str, s3: S3Server,
     assert len(cf.stored_images()) == 1
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT remote_id FROM filesync.transfers WHERE file_id = 'a'").fetchone() == ("a",)
+
+
+def test_image_over_cloudflare_limits_fails_before_any_upload(
+    database_url: str, s3: S3Server, cf: FakeCloudflare
+) -> None:
+    s3.put("wide.png", image_bytes("PNG", size=(13000, 4)), "image/png")
+    s3.put("ok.png", image_bytes("PNG"), "image/png")
+    add_rows(database_url, [("wide", "wide.png"), ("ok", "ok.png")])
+
+    summary = run_inprocess(base_env(database_url, s3, cf))
+
+    assert (summary.copied, summary.failed) == (1, 1)
+    row = ledger_rows(database_url)["wide"]
+    assert row["state"] == "failed" and row["error_class"] == "invalid"
+    assert "13000x4 px is over the limit of 12000 px" in row["error"]
+    assert [i.key for i in cf.stored_images()] == ["ok"]
+    assert len(cf.requests_to("POST", "/images/v1")) == 1
+
+
+def test_each_run_is_recorded(database_url: str, s3: S3Server, cf: FakeCloudflare) -> None:
+    s3.put("a.jpg", image_bytes("JPEG"), "image/jpeg")
+    s3.put("b.pdf", b"%PDF-1.4\n", "application/pdf")
+    add_rows(database_url, [("a", "a.jpg"), ("b", "b.pdf"), ("c", "missing.jpg")])
+
+    summary = run_inprocess(base_env(database_url, s3, cf))
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT status, copied, skipped, failed, bytes, host, finished_at >= started_at "
+                           "FROM filesync.runs WHERE id = %s", (summary.run_id,)).fetchone()
+    assert row is not None
+    assert row[:5] == ("failed", 1, 1, 1, summary.bytes) and summary.bytes > 0
+    assert row[5] and row[6] is True
+
+
+def test_sinks_command_lists_every_sink_with_its_settings() -> None:
+    result = subprocess.run([sys.executable, "-m", "filesync", "sinks"], capture_output=True, text=True,
+                            timeout=60, env={"PATH": os.environ.get("PATH", "")})
+    assert result.returncode == 0
+    for name in ("cloudflare-images", "cloudflare-stream", "bunny", "cloudinary", "s3", "local"):
+        assert any(line.startswith(name + "  ") for line in result.stdout.splitlines()), name
+    token_line = next(line for line in result.stdout.splitlines() if "CLOUDFLARE_API_TOKEN" in line)
+    assert "required" in token_line and "secret" in token_line
