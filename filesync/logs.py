@@ -150,7 +150,10 @@ def _file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
 
 
 def configure(env: Environment, *, console: bool | None = None) -> None:
-    """Send every log event to the file and stdout; `console` None means a readable format on a TTY."""
+    """Send every log event to the file and stdout.
+
+    stdout gets the readable console format when it is a TTY (unless `console=False`), JSON otherwise.
+    """
     global _redactor
     from filesync.app import all_settings  # here: app imports this module for LOG_SETTINGS
 
@@ -159,8 +162,9 @@ def configure(env: Environment, *, console: bool | None = None) -> None:
     file_handler = _file_handler(path, values["FILESYNC_LOG_MAX_BYTES"], values["FILESYNC_LOG_BACKUPS"])
     _redactor = Redactor(env.secret_values(all_settings()))
 
-    if console is None:
-        console = sys.stdout.isatty()
+    # The readable format is for a person at a terminal; cron.log, `docker logs` and pipes get JSON
+    # even when the command asked for it (console=True), since nobody reads colours there.
+    console = (True if console is None else console) and sys.stdout.isatty()
     json_renderer = structlog.processors.JSONRenderer(sort_keys=False, default=str)
     renderer: Processor = (
         structlog.dev.ConsoleRenderer(colors=True, exception_formatter=structlog.dev.plain_traceback)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -95,7 +96,8 @@ def test_command_runs_under_debian_cron_with_settings_from_the_env_file(tmp_path
     assert done.stdout == "" and done.stderr == ""  # everything went to the appended log
     _check_sync_happened(tmp_path, database_url, ids)
     cron_log = (tmp_path / "logs" / "cron.log").read_text()
-    assert "run_finished" in cron_log
+    # not a terminal: JSON lines, no colour codes, even though `filesync run` prefers the console format
+    assert [json.loads(line)["event"] for line in cron_log.splitlines()][-1] == "run_finished"
     assert_no_secrets(cron_log, (tmp_path / "logs" / "filesync.log").read_text())
 
 

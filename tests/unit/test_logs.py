@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -102,16 +103,31 @@ def test_every_secret_is_masked_in_fields_exceptions_and_library_records(
     assert records[0]["url"] == "postgresql://filesync:***@db.example/app"
 
 
-def test_console_renderer_is_readable_and_redacted(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_renderer_on_a_terminal_is_readable_and_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    logs.configure(_env(tmp_path), console=True)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    logs.configure(_env(tmp_path))
     structlog.get_logger("filesync").info("run_started", token=TOKEN)
-    out = capsys.readouterr().out
+    out = terminal.getvalue()
     assert "run_started" in out and TOKEN not in out
     with pytest.raises(json.JSONDecodeError):
         json.loads(out.splitlines()[0])
     assert _lines(tmp_path / "logs" / "filesync.log")[0]["token"] == "***"
+
+
+def test_console_request_still_gives_json_when_stdout_is_not_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure(_env(tmp_path), console=True)  # what `filesync run` asks for; cron.log is a file
+    structlog.get_logger("filesync").info("run_started", run_id=3)
+    assert json.loads(capsys.readouterr().out)["run_id"] == 3
 
 
 def test_level_setting_filters_filesync_events(tmp_path: Path) -> None:
