@@ -297,7 +297,9 @@ class Daemon:
             record.update(run_id=summary.run_id, copied=summary.copied, skipped=summary.skipped,
                           failed=summary.failed, retry_later=summary.retry_later, bytes=summary.bytes)
         if error is not None:
-            record["error"] = error
+            from filesync.logs import redact
+
+            record["error"] = redact(error)  # shown by /healthz, outside the log's redaction
         self.last_run = record
 
     def _on_event(self, event: JobEvent) -> None:
