@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,9 @@ os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", str(5 * 1024 * 1024))
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
     """URL of a PostgreSQL server the tests may create databases on."""
-    root = Path(os.environ.get("FILESYNC_TEST_PGROOT") or tmp_path_factory.mktemp("pg"))
+    # Outside pytest's basetemp: pytest prunes old basetemps, which would delete a live server's data
+    # when several test runs overlap. pgserver shares one server between processes using the same folder.
+    root = Path(os.environ.get("FILESYNC_TEST_PGROOT") or Path(tempfile.gettempdir()) / "filesync-tests-pg")
     return test_server_url(root)
 
 
