@@ -162,7 +162,7 @@ def test_parallel_claimers_never_get_the_same_file(database_url: str, ledgers: C
     assert set(claimed) == set(ids)
     assert sum(1 for batch in got.values() if batch) > 1  # the work really was divided
     with psycopg.connect(database_url) as conn:
-        owners = dict(conn.execute("SELECT file_id, claimed_by FROM filesync.files").fetchall())
+        owners: dict[str, str | None] = dict(conn.execute("SELECT file_id, claimed_by FROM filesync.files").fetchall())
     for n, batch in got.items():
         assert all(owners[file_id] == f"w{n}@host/{n}" for file_id in batch)
 
@@ -226,7 +226,8 @@ def test_release_dead_on_host_frees_only_claims_of_dead_processes(
 
         assert released == 2
         with psycopg.connect(database_url) as conn:
-            now_owned = dict(conn.execute("SELECT file_id, claimed_by FROM filesync.files").fetchall())
+            rows = conn.execute("SELECT file_id, claimed_by FROM filesync.files").fetchall()
+        now_owned: dict[str, str | None] = dict(rows)
         assert now_owned == {**owners, "dead": None, "mine": None}
         assert sorted(t.file_id for t in ledger.claim("w3@host/3", limit=10, lease_seconds=60)) == ["dead", "mine"]
     finally:
