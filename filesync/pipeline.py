@@ -103,7 +103,7 @@ class Pipeline:
         try:
             released = ledger.release_dead_on_host(host_prefix(self.config.worker_id), self.worker)
             added = ledger.enqueue()
-            requeued = ledger.requeue_for_routes(self.app.routes.sinks_for)
+            requeued = ledger.requeue_for_routes(self.config.routes, self.app.routes.sinks_for)
             backlog = ledger.backlog()
             self.on_backlog(backlog)
             log.info("run_started", worker=self.worker, enqueued=added, requeued=requeued,

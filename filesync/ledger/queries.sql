@@ -193,3 +193,10 @@ WHERE file_id IN (SELECT file_id FROM t)
 -- `filesync check`: is there a partial index on the app's table over its copied flag?
 SELECT indexdef FROM pg_indexes
 WHERE schemaname = coalesce(%(schema)s, current_schema()) AND tablename = %(table)s AND indexdef ILIKE '%% WHERE %%'
+
+-- name: routes_changed
+-- Records the routes in use; returns a row only when they differ from the last ones seen.
+INSERT INTO {schema}.meta AS m (key, value) VALUES ('routes', %(routes)s)
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+WHERE m.value IS DISTINCT FROM EXCLUDED.value
+RETURNING key

@@ -72,13 +72,13 @@ class Ledger:
             conn.execute(self.q["duplicate_ids"])
         return max(added, 0)
 
-    def requeue_for_routes(self, sinks_for: Any) -> int:
-        """Done or skipped files whose type's route now names a sink they lack become due again.
-
-        `sinks_for(mime) -> list[str]` is the routing table.
-        """
+    def requeue_for_routes(self, routes: str, sinks_for: Any) -> int:
+        """When the routes changed since the last run: done or skipped files whose type's route now
+        names a sink they lack become due again (a backfill). `sinks_for(mime) -> list[str]`."""
         changed = 0
         with self.db.transaction() as conn:
+            if conn.execute(self.q["routes_changed"], {"routes": routes}).fetchone() is None:
+                return 0
             rows = conn.execute(self.q["done_mimes"]).fetchall()
             for mime, done in rows:
                 wanted = sinks_for(mime)
