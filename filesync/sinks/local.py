@@ -38,7 +38,7 @@ class LocalSink:
     )
 
     def __init__(self, root: Path, template: str = DEFAULT_TEMPLATE) -> None:
-        self.root = root
+        self.root = root.resolve()  # file:// URLs need an absolute path
         self.template = template
 
     @classmethod
