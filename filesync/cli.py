@@ -35,12 +35,10 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the backlog was done
 
 
-def _configure_logging(env: Environment, console: bool) -> None:
-    try:
-        from filesync import logs
-    except ImportError:  # pragma: no cover - during bootstrap only
-        return
-    logs.configure(env, console=console)
+def _configure_logging(env: Environment, console: bool, console_level: str | None = None) -> None:
+    from filesync import logs
+
+    logs.configure(env, console=console, console_level=console_level)
 
 
 def _err(message: str) -> None:
@@ -96,7 +94,9 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
     from filesync import pipeline, report
     from filesync.app import App
 
-    _configure_logging(env, console=True)
+    interactive = sys.stdout.isatty() and not args.quiet
+    # At a terminal the progress bar and the summary tell the story; per-file events go to the log file.
+    _configure_logging(env, console=True, console_level="WARNING" if interactive else None)
     signals = _Signals()
     signals.install()
     with App.build(env) as app:

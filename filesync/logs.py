@@ -149,10 +149,27 @@ def _file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
         ) from None
 
 
-def configure(env: Environment, *, console: bool | None = None) -> None:
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is now, so a progress bar that redirects stdout keeps its place."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def configure(env: Environment, *, console: bool | None = None, console_level: str | None = None) -> None:
     """Send every log event to the file and stdout.
 
     stdout gets the readable console format when it is a TTY (unless `console=False`), JSON otherwise.
+    `console_level` raises stdout's threshold (the file keeps everything): an operator watching a
+    progress bar wants warnings there, not a line per file.
     """
     global _redactor
     from filesync.app import all_settings  # here: app imports this module for LOG_SETTINGS
@@ -172,7 +189,9 @@ def configure(env: Environment, *, console: bool | None = None) -> None:
     )
     file_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=_final_chain(json_renderer), foreign_pre_chain=_pre_chain()))
-    stdout_handler = logging.StreamHandler(sys.stdout)
+    stdout_handler = _StdoutHandler()
+    if console_level:
+        stdout_handler.setLevel(console_level)
     stdout_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=_final_chain(renderer), foreign_pre_chain=_pre_chain()))
 

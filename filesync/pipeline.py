@@ -312,8 +312,9 @@ class Pipeline:
                 self.summary.retry_later += 1
             self.summary.failures.append((task.file_id, sink or "-", str(exc)))
         metrics.files_total.labels(sink=sink or "-", outcome="failed" if state == "failed" else "retry").inc()
+        where = {"sink": sink} if sink else {}
         log.warning("file_failed", state=state, attempt=attempts, error_class=str(error_class), status=status,
-                    error=str(exc), sink=sink)
+                    error=str(exc), **where)
 
 
 def _is_permanent(exc: BaseException) -> bool:
