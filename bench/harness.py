@@ -161,8 +161,8 @@ def run_env(database_url: str, bucket: Bucket, cf: FakeCloudflare, **extra: str)
 class ProcessResult:
     returncode: int
     wall_seconds: float
-    max_rss_bytes: int  # ru_maxrss of this one child, from wait4
-    sampled_hwm_bytes: int  # VmHWM read from /proc while it ran: a cross-check
+    peak_rss_bytes: int  # the process's VmHWM (kernel high-water mark), last read from /proc before it exited
+    ru_maxrss_bytes: int  # from wait4: also counts children it forked and reaped (botocore runs `uname -p`)
     samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, VmRSS bytes)
 
 
@@ -177,7 +177,12 @@ def _status_kib(pid: int, names: tuple[str, ...]) -> dict[str, int]:
 
 
 class FilesyncProcess:
-    """`python -m filesync run -q` as a child; reaped with wait4 so its own peak RSS is known."""
+    """`python -m filesync run -q` as a child, its VmHWM read from /proc every 5 ms until it exits.
+
+    VmHWM only grows, so the last reading is the peak but for the final few milliseconds. wait4's
+    ru_maxrss is kept beside it, but it is not this process's alone: it is the largest of the process and
+    the children it reaped, and botocore forks `uname -p` (a copy of the whole process) while it runs.
+    """
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.env = env
@@ -204,9 +209,11 @@ class FilesyncProcess:
                 kib = _status_kib(self.proc.pid, ("VmRSS", "VmHWM"))
             except (OSError, ValueError):
                 return
+            if "VmHWM" not in kib:  # exiting: its memory is already gone
+                return
             self._hwm = max(self._hwm, kib.get("VmHWM", 0) * 1024)
             self._samples.append((time.monotonic() - self.started, kib.get("VmRSS", 0) * 1024))
-            self._done.wait(0.05)
+            self._done.wait(0.005)
 
     def terminate(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -230,7 +237,7 @@ class FilesyncProcess:
         reader.join(timeout=5)
         if self.proc.returncode not in (0, 130):
             raise RuntimeError(f"filesync exited {self.proc.returncode}: {b''.join(stderr).decode()[-2000:]}")
-        return ProcessResult(self.proc.returncode, wall, usage.ru_maxrss * 1024, self._hwm, list(self._samples))
+        return ProcessResult(self.proc.returncode, wall, self._hwm, usage.ru_maxrss * 1024, list(self._samples))
 
 
 def run_filesync(env: dict[str, str], timeout: float = 3600) -> ProcessResult:

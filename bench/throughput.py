@@ -36,7 +36,7 @@ def run(pg_url: str, moto: MotoProcess, opts: Options) -> Table:
             seconds = record["seconds"] or proc.wall_seconds
             table.add(concurrency, record["copied"], mb(record["bytes"]), f"{seconds:.1f}",
                       f"{record['copied'] / seconds:.1f}", f"{record['bytes'] / seconds / 1e6:.2f}",
-                      f"{proc.wall_seconds:.1f}", f"{proc.max_rss_bytes / 2**20:.0f}")
+                      f"{proc.wall_seconds:.1f}", f"{proc.peak_rss_bytes / 2**20:.0f}")
     table.notes.append(f"{opts.count} objects, {mb(total)} MB in total; FILESYNC_CLOUDFLARE_RPS=100000 "
                        "(pacing out of the way); claims take min(free workers, FILESYNC_CLAIM_BATCH=8).")
     table.notes.append("run s: filesync.runs finished_at - started_at; process s: the whole `filesync run` "
