@@ -47,7 +47,7 @@ def run(pg_url: str, moto: MotoProcess, opts: Options) -> Table:
         if size_mib == opts.floor_mib and not floor:
             floor = rss
         seconds = record["seconds"] or proc.wall_seconds
-        table.add(size_mib, chunk_mib, f"{rss / MiB:.0f}", f"{(rss - floor) / MiB:+.0f}" if floor else "-",
+        table.add(size_mib, chunk_mib, f"{rss / MiB:.0f}", f"{round((rss - floor) / MiB):+d}" if floor else "-",
                   f"{proc.ru_maxrss_bytes / MiB:.0f}", f"{seconds:.1f}",
                   f"{size_mib * MiB / seconds / 1e6:.1f}")
     table.notes.append("peak RSS: VmHWM of the `filesync run` process. ru_maxrss (wait4) also counts the "
