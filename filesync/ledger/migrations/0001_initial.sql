@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS {schema}.files (
     done_at         timestamptz
 );
 
--- Claiming reads only due pending rows, oldest first.
+-- Claiming reads only due pending rows, oldest first (replaced by 0003 with the full claim order).
 CREATE INDEX IF NOT EXISTS files_due_idx ON {schema}.files (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS files_claimed_idx ON {schema}.files (claimed_by) WHERE claimed_by IS NOT NULL;
 CREATE INDEX IF NOT EXISTS files_state_idx ON {schema}.files (state);
