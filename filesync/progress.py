@@ -8,6 +8,8 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from filesync.report import human_bytes
+
 
 class ProgressDisplay:
     def __init__(self) -> None:
@@ -34,7 +36,7 @@ class ProgressDisplay:
     def add_bytes(self, n: int) -> None:
         with self._lock:
             self._bytes += n
-            sent = _human(self._bytes)
+            sent = human_bytes(self._bytes)
         self._progress.update(self._task, sent=sent)
 
     def __enter__(self) -> ProgressDisplay:
@@ -45,10 +47,3 @@ class ProgressDisplay:
                  tb: TracebackType | None) -> None:
         self._progress.stop()
 
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

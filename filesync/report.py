@@ -18,7 +18,7 @@ def exit_code(summary: RunSummary) -> int:
     return ExitCode.OK
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -30,7 +30,7 @@ def summary_text(summary: RunSummary, ledger: Ledger | None = None, code: int | 
     s = summary
     lines = [
         f"filesync run {s.run_id}: {s.copied} copied, {s.skipped} skipped, {s.failed} failed, "
-        f"{s.retry_later} to retry later, {_human(s.bytes)} sent" + (" (interrupted)" if s.interrupted else ""),
+        f"{s.retry_later} to retry later, {human_bytes(s.bytes)} sent" + (" (interrupted)" if s.interrupted else ""),
     ]
     for sink, counts in sorted(s.per_sink.items()):
         parts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
