@@ -140,8 +140,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             default="60", parse=positive_float, group="Run"),
     Setting("FILESYNC_HTTP_TIMEOUT", "Seconds to wait for a service to answer one request.",
             default="120", parse=positive_float, group="Run"),
-    Setting("FILESYNC_LEASE_SECONDS", "How long a claimed file stays reserved for one worker without a "
-            "heartbeat.", default="300", parse=positive_int, group="Run"),
+    Setting("FILESYNC_LEASE_SECONDS", "How long a claimed file stays reserved for its worker; renewed while "
+            "its transfer makes progress. Keep it above the longest single request (one tus chunk on your "
+            "slowest link).", default="300", parse=positive_int, group="Run"),
     Setting("FILESYNC_CLAIM_BATCH", "Files claimed at once by a worker.", default="8", parse=positive_int,
             group="Run"),
     Setting("FILESYNC_MAX_FILES", "Stop a run after this many files (0: no limit).", default="0",

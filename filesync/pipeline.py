@@ -68,6 +68,7 @@ class TransferSession:
 
     def progress(self, nbytes: int) -> None:
         self.sent += nbytes
+        self.pipeline.touch(self.file_id)
         self.pipeline.on_bytes(nbytes)
         if self.pipeline.abort.is_set():
             raise Cancelled(f"{self.sink}: transfer of {self.file_id} cancelled by shutdown")
@@ -87,7 +88,7 @@ class Pipeline:
         self.worker = claim_token(self.config.worker_id)
         self.summary = RunSummary()
         self._lock = threading.Lock()
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, float] = {}  # file id -> last sign of life (monotonic)
         self._finished = threading.Event()
 
     # --- the run --------------------------------------------------------------------------------
@@ -148,8 +149,7 @@ class Pipeline:
                     for task in self.app.ledger.claim(self.worker, min(free, room, cfg.claim_batch),
                                                       cfg.lease_seconds):
                         claimed_total += 1
-                        with self._lock:
-                            self._in_flight.add(task.file_id)
+                        self.touch(task.file_id)
                         # Worker threads do not inherit context variables: carry run_id along.
                         ctx = contextvars.copy_context()
                         futures[pool.submit(ctx.run, self._run_task, task)] = task.file_id
@@ -159,7 +159,7 @@ class Pipeline:
                 for future in done:
                     file_id = futures.pop(future)
                     with self._lock:
-                        self._in_flight.discard(file_id)
+                        self._in_flight.pop(file_id, None)
                     future.result()
             if self.stop.is_set():
                 self.summary.interrupted = True
@@ -167,11 +167,23 @@ class Pipeline:
             self._finished.set()
             pool.shutdown(wait=not self.abort.is_set(), cancel_futures=True)
 
+    def touch(self, file_id: str) -> None:
+        """A sign of life from a transfer: its lease is renewed while these keep coming."""
+        with self._lock:
+            self._in_flight[file_id] = time.monotonic()
+
     def _heartbeat(self) -> None:
+        """Renew the leases of transfers that showed life within a lease period. A transfer stuck
+        without progress lets its lease lapse, so another worker can take the file over (and this
+        one's late result is refused by the ledger)."""
         interval = max(1.0, self.config.lease_seconds / 3)
         while not self._finished.wait(interval):
+            cutoff = time.monotonic() - self.config.lease_seconds
             with self._lock:
-                ids = list(self._in_flight)
+                ids = [fid for fid, seen in self._in_flight.items() if seen >= cutoff]
+                stalled = len(self._in_flight) - len(ids)
+            if stalled:
+                log.warning("transfers_stalled", count=stalled, lease_seconds=self.config.lease_seconds)
             try:
                 self.app.ledger.heartbeat(self.worker, ids, self.config.lease_seconds)
             except FilesyncError as exc:
@@ -190,7 +202,10 @@ class Pipeline:
             except LeaseLost as exc:
                 log.warning("lease_lost", error=str(exc))
             except LedgerUnavailable as exc:
+                # The outcome could not be recorded: the file stays unmarked and is looked at again.
                 log.error("ledger_unavailable", error=str(exc))
+                with self._lock:
+                    self.summary.retry_later += 1
             except Exception as exc:  # a bug must not stop the run: count it on the file
                 log.exception("file_crashed", error=str(exc))
                 self._fail(task, None, exc)
@@ -215,10 +230,11 @@ class Pipeline:
             log.info("file_skipped", path=obj.path, mime=obj.mime, reason=reason)
             return
         errors: list[tuple[str, BaseException]] = []
-        complete = False
+        complete = transferred = False
         for sink_name in routed:
             if sink_name in task.done_sinks:
                 continue
+            transferred = True
             try:
                 complete = self._transfer(task, obj, sink_name, routed)
             except (Cancelled, LeaseLost, LedgerUnavailable):
@@ -231,7 +247,7 @@ class Pipeline:
             self._fail(task, last_sink, last_error, permanent=permanent)
         elif not complete:
             complete = self.app.ledger.mark_complete(self.worker, task.file_id, routed)
-        if complete:
+        if complete and transferred:  # a file whose transfers were all done earlier is only re-marked
             with self._lock:
                 self.summary.copied += 1
 
@@ -291,6 +307,7 @@ class Pipeline:
             return complete
 
     def _upload_once(self, sink: Sink, obj: SourceObject, session: TransferSession) -> RemoteObject:
+        self.touch(obj.file_id)  # each attempt is a sign of life, even for sinks that send in one request
         with open_seekable(self.app.source, obj.path, obj.size) as body:
             return sink.upload(obj, body, session)
 

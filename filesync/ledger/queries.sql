@@ -5,6 +5,8 @@
 -- name: enqueue
 -- New not-yet-copied rows of the app's table become pending files; a row whose flag was reset
 -- after filesync marked it is looked at again (its transfers stay done, so nothing is re-sent).
+-- "Reset" needs the mark to be older than this statement's snapshot could be: a file another worker
+-- marked while this statement waited on its row still shows the old flag in our snapshot.
 INSERT INTO {schema}.files AS f (file_id, path, date_taken, gps)
 SELECT DISTINCT ON (a.{app_id}::text)
        a.{app_id}::text, a.{app_path}::text, a.{app_date}::text, a.{app_gps}::text
@@ -16,8 +18,9 @@ SET path = EXCLUDED.path, date_taken = EXCLUDED.date_taken, gps = EXCLUDED.gps,
     state = CASE WHEN f.state = 'done' THEN 'pending' ELSE f.state END,
     next_attempt_at = CASE WHEN f.state = 'done' THEN now() ELSE f.next_attempt_at END,
     updated_at = now()
-WHERE f.state = 'done'
-   OR (f.path, f.date_taken, f.gps) IS DISTINCT FROM (EXCLUDED.path, EXCLUDED.date_taken, EXCLUDED.gps)
+WHERE (f.state = 'done' AND f.done_at < statement_timestamp() - interval '5 minutes')
+   OR (f.state <> 'done'
+       AND (f.path, f.date_taken, f.gps) IS DISTINCT FROM (EXCLUDED.path, EXCLUDED.date_taken, EXCLUDED.gps))
 
 -- name: duplicate_ids
 -- Ids that appear on more than one not-yet-copied row cannot be told apart: park them with a reason.
@@ -55,7 +58,9 @@ UPDATE {schema}.files SET claimed_by = NULL, claimed_until = NULL
 WHERE claimed_by = %(worker)s AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s))
 
 -- name: claims_on_host
-SELECT DISTINCT claimed_by FROM {schema}.files WHERE claimed_by LIKE %(prefix)s
+-- A plain prefix comparison: LIKE would read `_` in a host name as a wildcard.
+SELECT DISTINCT claimed_by FROM {schema}.files
+WHERE claimed_by IS NOT NULL AND left(claimed_by, length(%(prefix)s)) = %(prefix)s
 
 -- name: lock_leased
 -- Only the lease holder may record an outcome: a worker whose lease expired gets no row back.

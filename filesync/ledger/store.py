@@ -139,7 +139,7 @@ class Ledger:
         """
         released = 0
         with self.db.transaction() as conn:
-            owners = [r[0] for r in conn.execute(self.q["claims_on_host"], {"prefix": worker_prefix + "%"})]
+            owners = [r[0] for r in conn.execute(self.q["claims_on_host"], {"prefix": worker_prefix})]
         for owner in owners:
             pid_text = owner.rsplit("/", 1)[-1]
             if not pid_text.isdigit():

@@ -235,8 +235,6 @@ def test_release_dead_on_host_frees_only_claims_of_dead_processes(
         running.wait(timeout=30)
 
 
-@pytest.mark.xfail(strict=True, reason="known race (issue 5 soak report): enqueue's ON CONFLICT sees the committed "
-                   "'done' row but the app flag from its older snapshot, and makes the copied file due again")
 def test_enqueue_racing_a_mark_does_not_queue_the_copied_file_again(
     database_url: str, ledgers: Callable[[], Ledger]
 ) -> None:
@@ -273,3 +271,17 @@ def _waiting_on_a_lock(url: str) -> bool:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                            "AND wait_event_type = 'Lock'").fetchone()
     return bool(row and row[0])
+
+
+def test_a_flag_reset_by_the_app_long_after_the_mark_is_looked_at_again(
+    database_url: str, ledgers: Callable[[], Ledger]
+) -> None:
+    add_files(database_url, ["r2"])
+    ledger = ledgers()
+    ledger.enqueue()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE filesync.files SET state = 'done', done_at = now() - interval '1 hour' "
+                     "WHERE file_id = 'r2'")
+        # the app resets its flag (it wants the file copied again): flag is false, the mark is old
+    ledger.enqueue()
+    assert ledger.backlog() == 1
