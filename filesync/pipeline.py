@@ -146,8 +146,10 @@ class Pipeline:
                 free = cfg.concurrency - len(futures)
                 room = cfg.max_files - claimed_total if cfg.max_files else free
                 if free > 0 and room > 0 and not self.stop.is_set():
+                    with self._lock:
+                        busy = list(self._in_flight)
                     for task in self.app.ledger.claim(self.worker, min(free, room, cfg.claim_batch),
-                                                      cfg.lease_seconds):
+                                                      cfg.lease_seconds, busy):
                         claimed_total += 1
                         self.touch(task.file_id)
                         # Worker threads do not inherit context variables: carry run_id along.

@@ -36,6 +36,7 @@ WITH due AS (
     SELECT file_id FROM {schema}.files
     WHERE state = 'pending' AND next_attempt_at <= now()
       AND (claimed_until IS NULL OR claimed_until < now())
+      AND NOT (file_id = ANY(%(busy)s::text[]))  -- a stalled transfer of this process is not doubled
     ORDER BY next_attempt_at, file_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -87,9 +87,12 @@ class Ledger:
         return changed
 
     # --- claims -----------------------------------------------------------------------------------
-    def claim(self, worker: str, limit: int, lease_seconds: int) -> list[FileTask]:
+    def claim(self, worker: str, limit: int, lease_seconds: int, busy: Sequence[str] = ()) -> list[FileTask]:
+        """Up to `limit` due files, leased to `worker`; never one of `busy` (still in flight here)."""
         with self.db.transaction() as conn:
-            rows = conn.execute(self.q["claim"], {"worker": worker, "limit": limit, "lease": lease_seconds}).fetchall()
+            rows = conn.execute(
+                self.q["claim"], {"worker": worker, "limit": limit, "lease": lease_seconds, "busy": list(busy)}
+            ).fetchall()
             if not rows:
                 return []
             ids = [r[0] for r in rows]

@@ -300,3 +300,36 @@ def test_sinks_command_lists_every_sink_with_its_settings() -> None:
         assert any(line.startswith(name + "  ") for line in result.stdout.splitlines()), name
     token_line = next(line for line in result.stdout.splitlines() if "CLOUDFLARE_API_TOKEN" in line)
     assert "required" in token_line and "secret" in token_line
+
+
+def test_a_stalled_transfer_lets_its_lease_lapse_and_its_late_mark_is_refused(
+    database_url: str, s3: S3Server, cf: FakeCloudflare
+) -> None:
+    import threading
+
+    from filesync.ledger import Database, Ledger
+
+    s3.put("slow.jpg", image_bytes("JPEG"), "image/jpeg")
+    add_rows(database_url, [("slow", "slow.jpg")])
+    env = base_env(database_url, s3, cf, FILESYNC_LEASE_SECONDS="2", FILESYNC_HTTP_TIMEOUT="30")
+    cf.slow_next(8, method="POST", path_contains="/images/v1")  # no sign of life for 8 s
+    results: list[Any] = []
+    stalled = threading.Thread(target=lambda: results.append(run_inprocess(env)))
+    stalled.start()
+    other = Ledger(Database(database_url), "filesync", App.build(Environment(env, env_file=os.devnull)).config.app)
+    try:
+        deadline = time.monotonic() + 20
+        taken: list[Any] = []
+        while not taken and time.monotonic() < deadline:
+            time.sleep(0.5)
+            taken = other.claim("other@elsewhere/1", limit=1, lease_seconds=60)
+        assert [t.file_id for t in taken] == ["slow"]  # another worker could take the stalled file over
+        stalled.join(timeout=60)
+        assert results and results[0].copied == 0  # the stalled worker's late result was not recorded
+        assert flags(database_url) == {"slow": False}
+        other.release("other@elsewhere/1")
+    finally:
+        other.close()
+
+    assert run_inprocess(env).copied == 1  # the next run marks it: the image already exists (5409)
+    assert flags(database_url) == {"slow": True} and len(cf.stored_images()) == 1
