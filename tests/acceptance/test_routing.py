@@ -176,3 +176,31 @@ def test_check_hint_disappears_once_the_partial_index_exists(
     result = _check(env_for(database_url, src, tmp_path / "out", bunny, "image/*=local"))
 
     assert result.returncode == 0 and "hint:" not in result.stdout
+
+
+def test_status_shows_the_reason_and_retry_brings_a_parked_file_back(
+    tmp_path: Path, database_url: str, bunny: FakeBunny
+) -> None:
+    src = seed(tmp_path, database_url, ["here.jpg"])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute('INSERT INTO "File" (id, path) VALUES (%s, %s)', ("late", "late.jpg"))
+    env = env_for(database_url, src, tmp_path / "out", bunny, "image/*=local")
+    assert run(env).failed == 1
+
+    status = _cli_any(env, "status")
+    assert status.returncode == 0
+    assert "late  failed after 1 attempt(s)  [not_found] not found in bucket" in status.stdout
+    (src / "late.jpg").write_bytes(image_bytes("JPEG"))  # the operator fixes the cause
+    assert run(env).copied == 0  # parked: not retried on its own
+
+    retried = _cli_any(env, "retry", "late")
+
+    assert retried.returncode == 0 and "1 file(s) queued again" in retried.stdout
+    assert run(env).copied == 1 and flag(database_url, "late")
+    assert _cli_any(env, "retry").returncode == 2  # neither ids nor --all: a usage error
+
+
+def _cli_any(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
+    return subprocess.run([sys.executable, "-m", "filesync", *args], env=full, capture_output=True, text=True,
+                          timeout=60, cwd="/")
