@@ -41,7 +41,13 @@ def _configure_logging(env: Environment, console: bool, console_level: str | Non
     logs.configure(env, console=console, console_level=console_level)
 
 
-def _err(message: str) -> None:
+def _err(message: str, env: Environment | None = None) -> None:
+    """One line on stderr, with every secret value of `env` masked (errors can quote anything)."""
+    if env is not None:
+        from filesync.app import all_settings
+        from filesync.logs import Redactor
+
+        message = Redactor(env.secret_values(all_settings())).text(message)
     print(f"filesync: {message}", file=sys.stderr)
 
 
@@ -49,20 +55,20 @@ def _guarded(fn: Callable[[argparse.Namespace, Environment], int]) -> Callable[[
     """Map our errors to exit codes with one clear line on stderr."""
 
     def wrapper(args: argparse.Namespace) -> int:
+        env = Environment()
         try:
-            env = Environment()
             return fn(args, env)
         except ConfigError as exc:
-            _err(f"configuration error: {exc}")
+            _err(f"configuration error: {exc}", env)
             return ExitCode.CONFIG
         except LedgerUnavailable as exc:
-            _err(f"database unavailable: {exc}")
+            _err(f"database unavailable: {exc}", env)
             return ExitCode.DATABASE
         except LedgerError as exc:
-            _err(f"database error: {exc}")
+            _err(f"database error: {exc}", env)
             return ExitCode.DATABASE
         except SourceUnavailable as exc:
-            _err(f"source unavailable: {exc}")
+            _err(f"source unavailable: {exc}", env)
             return ExitCode.SOURCE
 
     return wrapper

@@ -333,3 +333,14 @@ def test_a_stalled_transfer_lets_its_lease_lapse_and_its_late_mark_is_refused(
 
     assert run_inprocess(env).copied == 1  # the next run marks it: the image already exists (5409)
     assert flags(database_url) == {"slow": True} and len(cf.stored_images()) == 1
+
+
+def test_errors_on_stderr_never_show_secrets(database_url: str, s3: S3Server, cf: FakeCloudflare) -> None:
+    password = "Pw-0xFEEDFACE-never-print"
+    env = base_env(f"postgresql://nobody:{password}@127.0.0.1:9/none", s3, cf)
+
+    result = cli(env, "run")
+
+    assert result.returncode == 3 and "database unavailable" in result.stderr
+    for secret in (password, TOKEN, env["SPACES_SECRET"]):
+        assert secret not in result.stderr + result.stdout
