@@ -41,10 +41,14 @@ class Pacer:
     so requests are spaced before they are sent rather than retried after the block.
     """
 
-    def __init__(self, rate: float, burst: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: int = 1, clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = rate
         self.burst = max(1, burst)
         self._clock = clock
+        self._sleep = sleep
         self._tokens = float(self.burst)
         self._last = clock()
         self._paused_until = 0.0
@@ -65,7 +69,7 @@ class Pacer:
                         return
                     delay = (1 - self._tokens) / self.rate
                 self.waited += delay
-            time.sleep(delay)
+            self._sleep(delay)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller back for `seconds` (a 429's Retry-After)."""

@@ -204,3 +204,30 @@ def _cli_any(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     full = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
     return subprocess.run([sys.executable, "-m", "filesync", *args], env=full, capture_output=True, text=True,
                           timeout=60, cwd="/")
+
+
+def test_transient_failures_back_off_across_runs_then_park_after_max_attempts(
+    tmp_path: Path, database_url: str, bunny: FakeBunny
+) -> None:
+    src = seed(tmp_path, database_url, ["flaky.jpg"])
+    env = env_for(database_url, src, tmp_path / "out", bunny, "image/*=bunny", FILESYNC_MAX_ATTEMPTS="2",
+                  FILESYNC_RETRY_BACKOFF_SECONDS="3600")
+    bunny.fail_next(503, times=1000)
+
+    first = run(env)
+    too_soon = run(env)
+
+    assert first.retry_later == 1 and too_soon.retry_later == 0  # backing off: not due again yet
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT state, attempts, error_class, error_status, next_attempt_at > now() + "
+                           "interval '50 minutes' FROM filesync.files WHERE file_id = 'flaky'").fetchone()
+        assert row == ("pending", 1, "server", 503, True)
+        conn.execute("UPDATE filesync.files SET next_attempt_at = now()")
+
+    second = run(env)
+
+    assert second.failed == 1 and second.retry_later == 0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT state, attempts FROM filesync.files").fetchone() == ("failed", 2)
+        conn.execute("UPDATE filesync.files SET next_attempt_at = now()")
+    assert run(env).failed == 0 and not flag(database_url, "flaky")  # parked until an operator retries
