@@ -8,11 +8,11 @@ success and read the image back. The multipart body is streamed, never held whol
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from typing import Any, BinaryIO, ClassVar
 
 import requests
+from requests_toolbelt import MultipartEncoder
 
 from filesync.config import Setting
 from filesync.errors import ErrorClass, PermanentError
@@ -80,18 +80,14 @@ class CloudflareImagesSink:
             raise PermanentError(f"file id is over Cloudflare's {MAX_ID_CHARS} characters for a custom id",
                                  sink=self.name, error_class=ErrorClass.INVALID)
         body.seek(0)
-        form = _MultipartBody(
-            fields={
-                "id": obj.file_id,
-                "metadata": fit_metadata(obj.metadata()),
-                "requireSignedURLs": "false",
-            },
-            filename=obj.name or obj.file_id,
-            content_type=obj.mime,
-            body=body,
-            size=obj.size,
-            session=session,
-        )
+        # requests-toolbelt streams multipart with a known Content-Length; requests' own `files=`
+        # would build the whole body in memory.
+        form = MultipartEncoder(fields={
+            "id": obj.file_id,
+            "metadata": fit_metadata(obj.metadata()),
+            "requireSignedURLs": "false",
+            "file": (obj.name or obj.file_id, _Exactly(body, obj.size, session), obj.mime),
+        })
         with translated(self.name):
             response = self.http.post(
                 self.account.url("images", "v1"), data=form, headers={"Content-Type": form.content_type}
@@ -132,58 +128,30 @@ def fit_metadata(meta: Mapping[str, str], limit: int = MAX_METADATA_BYTES) -> st
     return encoded if len(encoded.encode()) <= limit else "{}"
 
 
-def _quoted(value: str) -> str:
-    """A form-data parameter value: quotes and line breaks cannot appear inside it."""
-    return value.replace("\\", "_").replace('"', "%22").replace("\r", " ").replace("\n", " ")
+class _Exactly:
+    """The source body as requests-toolbelt streams a part: `len()` is what is left to read (the
+    encoder reads until it reaches 0), and every read reports progress."""
 
-
-class _MultipartBody:
-    """multipart/form-data read piece by piece, with a known length, so requests streams it."""
-
-    def __init__(self, *, fields: Mapping[str, str], filename: str, content_type: str, body: BinaryIO,
-                 size: int, session: UploadSession) -> None:
-        self.boundary = uuid.uuid4().hex
-        self.content_type = f"multipart/form-data; boundary={self.boundary}"
-        head = b"".join(
-            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-            + value.encode() + b"\r\n"
-            for name, value in fields.items()
-        )
-        head += (
-            f"--{self.boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{_quoted(filename)}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        ).encode()
-        self._parts: list[bytes | None] = [head, None, f"\r\n--{self.boundary}--\r\n".encode()]
-        self._length = len(head) + size + len(self._parts[2] or b"")
+    def __init__(self, body: BinaryIO, size: int, session: UploadSession) -> None:
         self._body = body
-        self._left = size
+        self._size = size
+        self._read = 0
         self._session = session
 
     def __len__(self) -> int:
-        return self._length
+        return self._size - self._read
 
-    def read(self, n: int = -1) -> bytes:
-        while self._parts:
-            part = self._parts[0]
-            if part is None:
-                if self._left <= 0:
-                    self._parts.pop(0)
-                    continue
-                want = self._left if n is None or n < 0 else min(n, self._left)
-                data = self._body.read(want)
-                if not data:
-                    raise OSError(f"source ended with {self._left} bytes still expected")
-                self._left -= len(data)
-                self._session.progress(len(data))
-                return data
-            if not part:
-                self._parts.pop(0)
-                continue
-            cut = len(part) if n is None or n < 0 else n
-            self._parts[0] = part[cut:]
-            return part[:cut]
-        return b""
+    def read(self, n: int | None = -1) -> bytes:
+        left = self._size - self._read
+        want = left if n is None or n < 0 else min(n, left)
+        if want <= 0:
+            return b""
+        data = self._body.read(want)
+        if not data:
+            raise OSError(f"source ended with {left} bytes still expected")
+        self._read += len(data)
+        self._session.progress(len(data))
+        return data
 
 
 _conforms: type[Sink] = CloudflareImagesSink
