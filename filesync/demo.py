@@ -90,7 +90,7 @@ def main(env: Environment) -> int:
         },
         env_file="/nonexistent/.env",
     )
-    logs.configure(demo_env, console=True)
+    logs.configure(demo_env, console=True, console_level="WARNING")  # the story is printed below
     print(f"demo: {len(files)} files in {bucket}, listed in \"File\" on {redact_url(url)}")
     with App.build(demo_env) as app:
         summary = pipeline.run(app)
