@@ -13,6 +13,7 @@ import boto3
 import psycopg
 import pytest
 
+from filesync.testing.fakes.cloudflare import FakeCloudflare
 from filesync.testing.postgres import APP_TABLE_DDL, fresh_database, test_server_url
 
 os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", str(5 * 1024 * 1024))
@@ -61,6 +62,22 @@ class S3Server:
             "SPACES_BUCKET": self.bucket,
             "SPACES_REGION": self.region,
         }
+
+
+def cloudflare_env(database_url: str, s3: S3Server, cf: FakeCloudflare, token: str, **extra: str) -> dict[str, str]:
+    """Settings for a run from the moto bucket to the fake Cloudflare, plus each test's own overrides."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DATABASE_URL": database_url,
+        **s3.env(),
+        "CLOUDFLARE_ACCOUNT_ID": cf.account_id,
+        "CLOUDFLARE_API_TOKEN": token,
+        "CLOUDFLARE_API_BASE": cf.api_base,
+        "FILESYNC_TUS_CHUNK_BYTES": str(5 * 1024 * 1024),
+        "FILESYNC_LOG_FILE": os.devnull,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ run finishes everything with nothing sent twice.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 
 from filesync.testing.fakes.cloudflare import FakeCloudflare
 from filesync.testing.postgres import APP_TABLE_DDL
-from tests.conftest import S3Server
+from tests.conftest import S3Server, cloudflare_env
 from tests.media import image_bytes, video_bytes
 
 TOKEN = "cf-token-pg-restart-0xSECRET"
@@ -88,23 +87,15 @@ def cf() -> Iterator[FakeCloudflare]:
 
 
 def env_for(url: str, s3: S3Server, cf: FakeCloudflare) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "DATABASE_URL": url,
-        **s3.env(),
-        "CLOUDFLARE_ACCOUNT_ID": cf.account_id,
-        "CLOUDFLARE_API_TOKEN": TOKEN,
-        "CLOUDFLARE_API_BASE": cf.api_base,
-        "FILESYNC_CLOUDFLARE_RPS": "1000",
-        "FILESYNC_CONCURRENCY": "3",
-        "FILESYNC_LEASE_SECONDS": "10",
-        "FILESYNC_RETRY_BACKOFF_SECONDS": "0.5",
-        "FILESYNC_REQUEST_MAX_WAIT": "1",
-        "FILESYNC_TUS_CHUNK_BYTES": str(5 * 1024 * 1024),
-        "FILESYNC_LOG_FILE": os.devnull,
-        "FILESYNC_WORKER_ID": "pg-restart",
-    }
+    return cloudflare_env(
+        url, s3, cf, TOKEN,
+        FILESYNC_CLOUDFLARE_RPS="1000",
+        FILESYNC_CONCURRENCY="3",
+        FILESYNC_LEASE_SECONDS="10",
+        FILESYNC_RETRY_BACKOFF_SECONDS="0.5",
+        FILESYNC_REQUEST_MAX_WAIT="1",
+        FILESYNC_WORKER_ID="pg-restart",
+    )
 
 
 def seed(url: str, s3: S3Server) -> list[str]:

@@ -22,7 +22,7 @@ from filesync import pipeline
 from filesync.app import App
 from filesync.config import Environment
 from filesync.testing.fakes.cloudflare import FakeCloudflare
-from tests.conftest import S3Server
+from tests.conftest import S3Server, cloudflare_env
 from tests.media import image_bytes, video_bytes
 
 MiB = 1024 * 1024
@@ -36,20 +36,8 @@ def cf() -> Iterator[FakeCloudflare]:
 
 
 def base_env(database_url: str, s3: S3Server, cf: FakeCloudflare, **extra: str) -> dict[str, str]:
-    env = {
-        "DATABASE_URL": database_url,
-        **s3.env(),
-        "CLOUDFLARE_ACCOUNT_ID": cf.account_id,
-        "CLOUDFLARE_API_TOKEN": TOKEN,
-        "CLOUDFLARE_API_BASE": cf.api_base,
-        "FILESYNC_CLOUDFLARE_RPS": "500",
-        "FILESYNC_TUS_CHUNK_BYTES": str(5 * MiB),
-        "FILESYNC_REQUEST_MAX_WAIT": "2",
-        "FILESYNC_LOG_FILE": os.devnull,
-        "FILESYNC_WORKER_ID": "test",
-    }
-    env.update(extra)
-    return env
+    defaults = {"FILESYNC_CLOUDFLARE_RPS": "500", "FILESYNC_REQUEST_MAX_WAIT": "2", "FILESYNC_WORKER_ID": "test"}
+    return cloudflare_env(database_url, s3, cf, TOKEN, **{**defaults, **extra})
 
 
 def add_rows(url: str, rows: list[tuple[str, str | None]], date: str | None = "2024-06-21T18:30:00+00:00",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import signal
 import subprocess
@@ -30,7 +29,7 @@ from fastapi import Response
 
 from filesync.testing.fakes.cloudflare import FakeCloudflare
 from filesync.testing.postgres import fresh_database
-from tests.conftest import S3Server
+from tests.conftest import S3Server, cloudflare_env
 from tests.media import video_bytes
 
 TOKEN = "cf-token-soak-0xSECRET"
@@ -174,25 +173,17 @@ def cf() -> Iterator[RecordingCloudflare]:
 
 
 def worker_env(url: str, s3: S3Server, cf: FakeCloudflare, worker_id: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "DATABASE_URL": url,
-        **s3.env(),
-        "CLOUDFLARE_ACCOUNT_ID": cf.account_id,
-        "CLOUDFLARE_API_TOKEN": TOKEN,
-        "CLOUDFLARE_API_BASE": cf.api_base,
-        "FILESYNC_CLOUDFLARE_RPS": "1000",
-        "FILESYNC_CONCURRENCY": "4",
-        "FILESYNC_LEASE_SECONDS": "5",
-        "FILESYNC_RETRY_BACKOFF_SECONDS": "0.5",
-        "FILESYNC_MAX_ATTEMPTS": "10",
-        "FILESYNC_REQUEST_MAX_WAIT": "1",
-        "FILESYNC_HTTP_TIMEOUT": str(HTTP_TIMEOUT),
-        "FILESYNC_TUS_CHUNK_BYTES": str(5 * 1024 * 1024),
-        "FILESYNC_LOG_FILE": os.devnull,
-        "FILESYNC_WORKER_ID": worker_id,
-    }
+    return cloudflare_env(
+        url, s3, cf, TOKEN,
+        FILESYNC_CLOUDFLARE_RPS="1000",
+        FILESYNC_CONCURRENCY="4",
+        FILESYNC_LEASE_SECONDS="5",
+        FILESYNC_RETRY_BACKOFF_SECONDS="0.5",
+        FILESYNC_MAX_ATTEMPTS="10",
+        FILESYNC_REQUEST_MAX_WAIT="1",
+        FILESYNC_HTTP_TIMEOUT=str(HTTP_TIMEOUT),
+        FILESYNC_WORKER_ID=worker_id,
+    )
 
 
 def query(url: str, text: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
