@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any, BinaryIO, ClassVar, Protocol
 
-from filesync.config import Setting
 from filesync.errors import ConfigError
+from filesync.settings import Setting
 
 GROUP = "filesync.sources"
 
@@ -18,6 +19,26 @@ class ObjectInfo:
     size: int
     content_type: str | None = None
     etag: str | None = None
+
+
+#: Entry.metadata key of an object that is listed but cannot be copied; its value is the reason to record.
+SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object as a listing reports it: what a catalog records without reading the object.
+
+    `metadata` uses the app table's names where they apply (`dateTaken` as ISO 8601, `gpsCoordinates` as
+    "lat,lon"), plus source-specific keys and `SKIP`.
+    """
+
+    key: str  # readable with stat/open, by this instance and by a new one (another process)
+    size: int
+    etag: str | None = None  # ETag or checksum: with size and modified, what tells a changed object
+    content_type: str | None = None  # None when the listing does not say (S3 listings never do)
+    modified: datetime | None = None  # timezone-aware
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 class Source(Protocol):
@@ -33,6 +54,14 @@ class Source(Protocol):
         """Reach the source once; SourceUnavailable with a reason if it cannot be reached."""
 
     def stat(self, key: str) -> ObjectInfo: ...
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Every object whose key starts with `prefix` (a plain string prefix, not a folder), once each.
+
+        Streams page by page: a million objects are never held at once. A transient error on one page is
+        retried there (restarting a long listing costs more); SourceUnavailable when the source as a whole
+        cannot be listed, so a failed listing is never mistaken for an empty one.
+        """
 
     def read_head(self, key: str, n: int) -> bytes:
         """The first `n` bytes (fewer for a smaller object), for type sniffing."""

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from filesync.config import Setting
 from filesync.errors import SourceError, SourceNotFound, SourceUnavailable
-from filesync.sinks.naming import safe_relative
-from filesync.sources import ObjectInfo
+from filesync.paths import UnsafePath, safe_relative
+from filesync.settings import Setting
+from filesync.sources import Entry, ObjectInfo
 
 
 class LocalSource:
@@ -29,8 +31,8 @@ class LocalSource:
 
     def _path(self, key: str) -> Path:
         try:
-            rel = safe_relative(key, sink="source")
-        except Exception as exc:
+            rel = safe_relative(key)
+        except UnsafePath as exc:
             raise SourceNotFound(f"invalid key {key!r}: {exc}") from None
         return self.root / rel
 
@@ -50,6 +52,43 @@ class LocalSource:
             raise SourceNotFound("not found in bucket")
         return ObjectInfo(size=st.st_size, content_type=mimetypes.guess_type(path.name)[0], etag=None)
 
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Regular files in S3's key order (a folder sorts as "name/"), one folder read at a time.
+
+        Symlinked folders are not followed (a loop would never end); a file whose name no key can
+        address (a backslash, or "c:" at the root) is left out rather than listed unreadable.
+        """
+        if not self.root.is_dir():
+            raise SourceUnavailable(f"source folder {self.root} does not exist")
+        stack: list[Iterator[os.DirEntry[str]]] = [self._sorted(self.root)]
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
+            key = Path(entry.path).relative_to(self.root).as_posix()
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                        stack.append(self._sorted(Path(entry.path)))
+                    continue
+                if not key.startswith(prefix) or not entry.is_file() or not _addressable(key):
+                    continue
+                st = entry.stat()
+            except OSError:
+                continue  # removed or unreadable since the folder was read: not there to copy
+            yield Entry(key=key, size=st.st_size, content_type=mimetypes.guess_type(entry.name)[0],
+                        modified=datetime.fromtimestamp(st.st_mtime, UTC))
+
+    @staticmethod
+    def _sorted(folder: Path) -> Iterator[os.DirEntry[str]]:
+        try:
+            with os.scandir(folder) as found:
+                entries = sorted(found, key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
+        except OSError as exc:
+            raise SourceError(f"cannot list {folder}: {exc.strerror}") from None
+        return iter(entries)
+
     def read_head(self, key: str, n: int) -> bytes:
         with self.open(key) as fh:
             return fh.read(n)
@@ -67,3 +106,10 @@ class LocalSource:
 
     def close(self) -> None:
         pass
+
+
+def _addressable(key: str) -> bool:
+    try:
+        return safe_relative(key) == key
+    except UnsafePath:
+        return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, ClassVar
 from urllib.parse import urlsplit
 
@@ -10,11 +10,13 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from filesync.config import Setting, http_url
 from filesync.errors import SourceError, SourceNotFound, SourceUnavailable
-from filesync.sources import ObjectInfo
+from filesync.settings import Setting, http_url
+from filesync.sources import Entry, ObjectInfo
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+#: Listing errors that mean the bucket as a whole cannot be read, not one object.
+_UNLISTABLE = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 
 
 def region_from_endpoint(endpoint: str) -> str:
@@ -50,9 +52,10 @@ class S3Source:
         Setting("SPACES_REGION", "Region; derived from the endpoint when unset.", group="Source"),
     )
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, *, page_size: int = 1000) -> None:
         self._client = client
         self.bucket = bucket
+        self.page_size = page_size  # MaxKeys per listing request; tests lower it to force several pages
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> S3Source:
@@ -99,6 +102,32 @@ class S3Source:
             content_type=head.get("ContentType"),
             etag=str(head.get("ETag", "")).strip('"') or None,
         )
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Keys in S3 order; "folder/" marker objects are left out: they are not files and no key can hold them.
+
+        botocore's own retries (standard mode) cover a transient error on one page.
+        """
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size}
+        )
+        try:
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    key = str(item["Key"])
+                    if key.endswith("/"):
+                        continue
+                    yield Entry(
+                        key=key, size=int(item["Size"]), etag=str(item.get("ETag", "")).strip('"') or None,
+                        modified=item.get("LastModified"),
+                    )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _UNLISTABLE:
+                raise SourceUnavailable(f"bucket {self.bucket!r} cannot be listed: {code}") from None
+            raise self._translate(prefix, exc) from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._translate(prefix, exc) from None
 
     def read_head(self, key: str, n: int) -> bytes:
         try:
