@@ -9,37 +9,23 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from filesync import logs, schedule
 from filesync import sinks as sink_registry
 from filesync import sources as source_registry
-from filesync.config import CORE_SETTINGS, Config, Environment, Setting
 from filesync.ledger import Database, Ledger, embedded_url
 from filesync.routing import Routes
+from filesync.settings import Config, Environment, Setting, registered
 from filesync.sinks import Sink, SinkContext
 from filesync.sources import Source
 
+# Imported for their settings: they register them into the settings registry when imported.
+_FEATURES = (logs, schedule)
+
 
 def all_settings() -> tuple[Setting, ...]:
-    """Every declared setting: core, logs, daemon, each source and each installed sink (once each)."""
-    found: dict[str, Setting] = {s.env: s for s in CORE_SETTINGS}
-    groups: list[tuple[Setting, ...]] = []
-    with contextlib.suppress(ImportError, AttributeError):
-        from filesync.logs import LOG_SETTINGS
-
-        groups.append(LOG_SETTINGS)
-    with contextlib.suppress(ImportError, AttributeError):
-        from filesync.scheduler import DAEMON_SETTINGS
-
-        groups.append(DAEMON_SETTINGS)
-    for name in ("s3", "local"):
-        with contextlib.suppress(Exception):
-            groups.append(source_registry.load(name).SETTINGS)
-    for name in sorted(sink_registry.registry()):
-        with contextlib.suppress(Exception):
-            groups.append(sink_registry.load(name).SETTINGS)
-    for group in groups:
-        for setting in group:
-            found.setdefault(setting.env, setting)
-    return tuple(found.values())
+    """Every declared setting: core, logs, daemon schedule (registered when their modules were imported
+    above) and those of every installed source and sink (found by entry point), once each."""
+    return registered()
 
 
 @dataclass
@@ -51,7 +37,7 @@ class App:
     sinks: dict[str, Sink] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, env: Environment | None = None, *, connect: bool = True) -> App:
+    def build(cls, env: Environment | None = None) -> App:
         env = env or Environment()
         config = Config.load(env)
         routes = Routes.parse(config.routes)

@@ -8,48 +8,35 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from enum import IntEnum
+from datetime import datetime
 from types import FrameType
 from typing import Any
 
-from filesync import __version__
-from filesync.config import Environment
+from filesync import __version__, daemon, demo, logs, pipeline, redaction, report, sinks
+from filesync.app import App, all_settings
 from filesync.errors import (
     ConfigError,
+    ExitCode,
     FilesyncError,
     LedgerError,
     LedgerUnavailable,
     SinkError,
     SourceUnavailable,
 )
-
-
-class ExitCode(IntEnum):
-    """Documented in the README; scripts and cron wrappers rely on them."""
-
-    OK = 0  # every due file was handled (copied or skipped with a reason)
-    FILES_FAILED = 1  # the run finished, but some files failed (see the summary / `filesync status`)
-    CONFIG = 2  # a setting is missing or malformed; nothing was done
-    DATABASE = 3  # PostgreSQL could not be reached
-    SOURCE = 4  # the bucket (source) could not be reached
-    CHECK_FAILED = 5  # `filesync check`: a destination or the source failed its check
-    INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the backlog was done
+from filesync.progress import ProgressDisplay
+from filesync.settings import Environment
+from filesync.verify import verify
 
 
 def _configure_logging(env: Environment, console: bool, console_level: str | None = None) -> None:
-    from filesync import logs
-
     logs.configure(env, console=console, console_level=console_level)
 
 
 def _err(message: str, env: Environment | None = None) -> None:
     """One line on stderr, with every secret value of `env` masked (errors can quote anything)."""
     if env is not None:
-        from filesync.app import all_settings
-        from filesync.logs import Redactor
-
-        message = Redactor(env.secret_values(all_settings())).text(message)
-    print(f"filesync: {message}", file=sys.stderr)
+        redaction.install(env.secret_values(all_settings()))
+    print(f"filesync: {redaction.redact(message)}", file=sys.stderr)
 
 
 def _guarded(fn: Callable[[argparse.Namespace, Environment], int]) -> Callable[[argparse.Namespace], int]:
@@ -98,16 +85,18 @@ class _Signals:
 @_guarded
 def cmd_run(args: argparse.Namespace, env: Environment) -> int:
     """One pass over the due files, then exit."""
-    from filesync import pipeline, report
-    from filesync.app import App
-
     interactive = sys.stdout.isatty() and not args.quiet
     # At a terminal the progress bar and the summary tell the story; per-file events go to the log file.
     _configure_logging(env, console=True, console_level="WARNING" if interactive else None)
     signals = _Signals()
     signals.install()
     with App.build(env) as app:
-        summary = pipeline.run(app, stop=signals.stop, abort=signals.abort, console=not args.quiet)
+        if args.quiet or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
+            summary = pipeline.run(app, stop=signals.stop, abort=signals.abort)
+        else:
+            with ProgressDisplay() as display:
+                summary = pipeline.run(app, stop=signals.stop, abort=signals.abort, on_backlog=display.set_total,
+                                       on_file=display.file_done, on_bytes=display.add_bytes)
         code = report.exit_code(summary)
         if not args.quiet:
             print(report.summary_text(summary, app.ledger, code))
@@ -117,8 +106,6 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
 @_guarded
 def cmd_migrate(args: argparse.Namespace, env: Environment) -> int:
     """Create or upgrade filesync's own tables, and nothing else."""
-    from filesync.app import App
-
     with App.build(env) as app:
         applied = app.ledger.migrate()
     print(f"migrations applied: {', '.join(map(str, applied))}" if applied else "schema is up to date")
@@ -128,17 +115,13 @@ def cmd_migrate(args: argparse.Namespace, env: Environment) -> int:
 @_guarded
 def cmd_daemon(args: argparse.Namespace, env: Environment) -> int:
     """Run on the schedule until SIGTERM."""
-    from filesync import scheduler
-
-    return scheduler.serve(env)
+    logs.configure(env)
+    return daemon.serve(env, App.build, pipeline.run)
 
 
 @_guarded
 def cmd_status(args: argparse.Namespace, env: Environment) -> int:
     """Counts by state and the latest problems, from the ledger."""
-    from filesync import report
-    from filesync.app import App
-
     with App.build(env) as app:
         app.ledger.migrate()
         print(report.status_text(app.ledger, limit=args.limit))
@@ -148,8 +131,6 @@ def cmd_status(args: argparse.Namespace, env: Environment) -> int:
 @_guarded
 def cmd_retry(args: argparse.Namespace, env: Environment) -> int:
     """Make parked (failed) files due again."""
-    from filesync.app import App
-
     if not args.all and not args.file_ids:
         raise ConfigError("name the file ids to retry, or pass --all")
     with App.build(env) as app:
@@ -162,8 +143,6 @@ def cmd_retry(args: argparse.Namespace, env: Environment) -> int:
 @_guarded
 def cmd_check(args: argparse.Namespace, env: Environment) -> int:
     """Validate settings, then reach the database, the source and every routed sink once."""
-    from filesync.app import App
-
     rows: list[tuple[str, bool, str]] = []
     with App.build(env) as app:
         rows.append(_probe("database", app.ledger.ping))
@@ -174,13 +153,10 @@ def cmd_check(args: argparse.Namespace, env: Environment) -> int:
             hint = app.ledger.not_copied_index_hint()
         except FilesyncError:
             hint = None  # the database row above already says why
-    secrets = env.secret_values(_all_settings())
+    redaction.install(env.secret_values(all_settings()))
     width = max(len(r[0]) for r in rows)
     for name, ok, why in rows:
-        line = f"{name:<{width}}  {'ok' if ok else 'FAILED'}  {why}".rstrip()
-        for secret in secrets:
-            line = line.replace(secret, "***")
-        print(line)
+        print(redaction.redact(f"{name:<{width}}  {'ok' if ok else 'FAILED'}  {why}".rstrip()))
     if hint:
         print(f"hint: the app's table has no partial index for 'not yet copied'; on a large table run:\n  {hint};")
     return ExitCode.OK if all(ok for _, ok, _ in rows) else ExitCode.CHECK_FAILED
@@ -195,20 +171,9 @@ def _probe(name: str, fn: Callable[[], Any]) -> tuple[str, bool, str]:
     return name, True, ""
 
 
-def _all_settings() -> Any:
-    from filesync.app import all_settings
-
-    return all_settings()
-
-
 @_guarded
 def cmd_verify(args: argparse.Namespace, env: Environment) -> int:
     """Re-check that copied files exist at their destinations; --repair queues the drifted ones again."""
-    from datetime import datetime
-
-    from filesync.app import App
-    from filesync.verify import verify
-
     _configure_logging(env, console=False)
     try:
         since = datetime.fromisoformat(args.since) if args.since else None
@@ -231,8 +196,6 @@ def cmd_verify(args: argparse.Namespace, env: Environment) -> int:
 
 def cmd_sinks(args: argparse.Namespace) -> int:
     """Installed sinks with their settings."""
-    from filesync import sinks
-
     for name in sorted(sinks.registry()):
         try:
             cls = sinks.load(name)
@@ -254,8 +217,6 @@ def cmd_sinks(args: argparse.Namespace) -> int:
 @_guarded
 def cmd_demo(args: argparse.Namespace, env: Environment) -> int:
     """Seed sample files and run the real pipeline into a local folder: no cloud account needed."""
-    from filesync import demo
-
     return demo.main(env)
 
 

@@ -12,14 +12,11 @@ import shutil
 import struct
 from datetime import UTC, datetime
 
-import psycopg
-from psycopg import sql
-
-from filesync import pipeline, report
+from filesync import logs, pipeline, report
 from filesync.app import App
-from filesync.config import Config, Environment
 from filesync.ledger import embedded_url, redact_url
-from filesync.testing.postgres import APP_TABLE_DDL, with_database
+from filesync.ledger.embedded import recreate_database, seed_app_table
+from filesync.settings import Config, Environment
 
 DEMO_DB = "filesync_demo"
 
@@ -49,16 +46,7 @@ def minimal_mp4() -> bytes:
     return struct.pack(">I", 8 + len(ftyp)) + b"ftyp" + ftyp + struct.pack(">I", 8 + len(payload)) + b"mdat" + payload
 
 
-def _reset_database(server_url: str) -> str:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DB)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DB)))
-    return with_database(server_url, DEMO_DB)
-
-
 def main(env: Environment) -> int:
-    from filesync import logs
-
     home = Config.load(env).home
     root = home / "demo"
     bucket, destination = root / "bucket", root / "destination"
@@ -69,13 +57,9 @@ def main(env: Environment) -> int:
         (bucket / key).parent.mkdir(parents=True, exist_ok=True)
         (bucket / key).write_bytes(data)
 
-    url = _reset_database(embedded_url(home))
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(APP_TABLE_DDL)
-        taken = datetime(2024, 6, 21, 18, 30, tzinfo=UTC)
-        for n, key in enumerate(files, start=1):
-            conn.execute('INSERT INTO "File" (id, path, "dateTaken", "gpsCoordinates") VALUES (%s, %s, %s, %s)',
-                         (f"demo-{n}", key, taken, "43.5528,7.0174"))
+    url = recreate_database(embedded_url(home), DEMO_DB)
+    taken = datetime(2024, 6, 21, 18, 30, tzinfo=UTC)
+    seed_app_table(url, [(f"demo-{n}", key, taken, "43.5528,7.0174") for n, key in enumerate(files, start=1)])
 
     demo_env = Environment(
         {

@@ -9,20 +9,37 @@ so the pipeline decides what to do from the class alone::
       x LedgerError            any other database error
         + LeaseLost            the file's lease expired or moved: the mark is refused
       x SourceUnavailable      the bucket cannot be reached at all -> exit 4
-      x SourceError            one object could not be read
+      x SourceError            one object could not be read (transient: a later try may work)
         + SourceNotFound       "not found in bucket": permanent for that file
+        + SourceRefused        the bucket refused this object (4xx): permanent for that file
       x SinkError              carries sink, status, reason, error_class
-        + TransientError       retried within the run (tenacity), then across runs with backoff
+        + TransientError       retried within the run, then across runs with backoff
           - RateLimited        429; carries retry_after
           - ServerError        500 502 503 504 524
           - NetworkError       connection refused / reset
           - SinkTimeout        connect or read timeout
-        + PermanentError       other 4xx, over a limit, unsupported kind: recorded, parked
+        + PermanentError       other 4xx: recorded on the transfer, parked
+          - Refused            the destination does not take this object (kind, type, bytes, pixels)
+
+`classify` is the one classification of any exception (ours, or a built-in OSError/TimeoutError);
+`filesync.retry.RetryPolicy` turns it into the one decision: retry now, later, park, or stop.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
+
+
+class ExitCode(IntEnum):
+    """The process exit codes, documented in the README; scripts and cron wrappers rely on them."""
+
+    OK = 0  # every due file was handled (copied or skipped with a reason)
+    FILES_FAILED = 1  # the run finished, but some files failed (see the summary / `filesync status`)
+    CONFIG = 2  # a setting is missing or malformed; nothing was done
+    DATABASE = 3  # PostgreSQL could not be reached
+    SOURCE = 4  # the bucket (source) could not be reached
+    CHECK_FAILED = 5  # `filesync check`: a destination or the source failed its check
+    INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the backlog was done
 
 
 class ErrorClass(StrEnum):
@@ -77,6 +94,13 @@ class SourceNotFound(SourceError):
     """The object is not in the bucket."""
 
     error_class = ErrorClass.NOT_FOUND
+    transient = False
+
+
+class SourceRefused(SourceError):
+    """The source refused this object for a reason another try will not change."""
+
+    error_class = ErrorClass.CLIENT
     transient = False
 
 
@@ -145,8 +169,20 @@ class PermanentError(SinkError):
     error_class = ErrorClass.CLIENT
 
 
+class Refused(PermanentError):
+    """The destination does not take this object (its kind, type, bytes or pixels): refused before any
+    request, by the one check in `filesync.sinks.check_accepts`. `invalid`, like any file the run cannot
+    send as it is; `unsupported` is kept for types no route names (skipped, not failed)."""
+
+    error_class = ErrorClass.INVALID
+
+
 def classify(exc: BaseException) -> tuple[ErrorClass, int | None, bool]:
-    """(error class, HTTP status, transient?) for any exception the pipeline catches."""
+    """(error class, HTTP status, transient?) for any exception: the one classification.
+
+    Built-in timeouts and OS errors (a reset socket, a read that failed mid-stream) are transient
+    everywhere: within a run and across runs. Anything else unknown is an internal error: not retried
+    within the run, tried again in a later run, parked after the attempts run out."""
     if isinstance(exc, SinkError):
         return exc.error_class, exc.status, exc.transient
     if isinstance(exc, SourceError):

@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from filesync.config import Environment, Setting, non_negative_int
+from filesync import redaction
 from filesync.errors import ConfigError
+from filesync.settings import Environment, Setting, non_negative_int, register, registered
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-MASK = "***"
 THIRD_PARTY_LEVEL = logging.WARNING
 _HANDLER_MARK = "_filesync_handler"
 
@@ -41,7 +38,7 @@ def log_level(raw: str) -> str:
     return level
 
 
-LOG_SETTINGS: tuple[Setting, ...] = (
+LOG_SETTINGS: tuple[Setting, ...] = register((
     Setting("FILESYNC_LOG_FILE", "JSON-lines log file (folder created if missing). The container sets "
             "/var/log/filesync/filesync.log.", default="./logs/filesync.log", group="Logs"),
     Setting("FILESYNC_LOG_LEVEL", "Lowest level logged for filesync's own events: DEBUG, INFO, WARNING, "
@@ -51,51 +48,13 @@ LOG_SETTINGS: tuple[Setting, ...] = (
             default="10485760", parse=non_negative_int, group="Logs"),
     Setting("FILESYNC_LOG_BACKUPS", "Rotated log files kept.", default="5", parse=non_negative_int,
             group="Logs"),
-)
+))
 
 
-class Redactor:
-    """Replaces every known secret value (and URL passwords) in any string, however deeply nested."""
-
-    _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)(?P<pw>[^\s@/]+)(?=@)")
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        variants = set()
-        for value in secrets:
-            variants.add(value)
-            variants.add(unquote(value))
-        # Longest first, so a URL holding a password is masked whole before the password alone.
-        self.secrets = sorted((v for v in variants if len(v) >= 4), key=len, reverse=True)
-
-    def text(self, value: str) -> str:
-        for secret in self.secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return self._URL_PASSWORD.sub(rf"\g<head>{MASK}", value)
-
-    def value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        if isinstance(value, Mapping):
-            return {k: self.value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [self.value(v) for v in value]
-        # Anything else (exceptions, paths, objects) is rendered as text before it can leak.
-        return self.text(str(value))
-
-    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-        """The one structlog processor every handler runs last before rendering."""
-        return {k: v if k.startswith("_") else self.value(v) for k, v in event_dict.items()}
-
-
-_redactor = Redactor()
-
-
-def redact(text: str) -> str:
-    """Mask secrets in text shown outside the logs (health reasons, error reports)."""
-    return _redactor.text(text)
+def _redact_event(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """The one structlog processor every handler runs last before rendering."""
+    redactor = redaction.active()
+    return {k: v if k.startswith("_") else redactor.value(v) for k, v in event_dict.items()}
 
 
 def _pre_chain() -> list[Processor]:
@@ -112,14 +71,10 @@ def _final_chain(renderer: Processor) -> list[Processor]:
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
         structlog.processors.format_exc_info,  # tracebacks become text first, so redaction sees them
         _drop_logger_for_own_events,
-        _redact_current,
+        _redact_event,
         _lead_with_essentials,
         renderer,
     ]
-
-
-def _redact_current(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-    return _redactor(logger, method, event_dict)
 
 
 def _lead_with_essentials(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
@@ -171,13 +126,10 @@ def configure(env: Environment, *, console: bool | None = None, console_level: s
     `console_level` raises stdout's threshold (the file keeps everything): an operator watching a
     progress bar wants warnings there, not a line per file.
     """
-    global _redactor
-    from filesync.app import all_settings  # here: app imports this module for LOG_SETTINGS
-
     values = env.resolve(LOG_SETTINGS)
     path = Path(values["FILESYNC_LOG_FILE"]).expanduser()
     file_handler = _file_handler(path, values["FILESYNC_LOG_MAX_BYTES"], values["FILESYNC_LOG_BACKUPS"])
-    _redactor = Redactor(env.secret_values(all_settings()))
+    redaction.install(env.secret_values(registered()))
 
     # The readable format is for a person at a terminal; cron.log, `docker logs` and pipes get JSON
     # even when the command asked for it (console=True), since nobody reads colours there.

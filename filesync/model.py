@@ -69,6 +69,7 @@ class FileTask:
     gps: str | None
     attempts: int
     done_sinks: frozenset[str] = frozenset()
+    parked_sinks: dict[str, str] = field(default_factory=dict)  # sink -> why its transfer was parked
     resume_tokens: dict[str, str] = field(default_factory=dict)
 
 
@@ -85,6 +86,8 @@ class RunSummary:
     per_sink: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (file_id, sink, reason)
     skips: list[tuple[str, str]] = field(default_factory=list)  # (file_id, reason)
+    deferred: int = 0  # handed back uncounted: a destination was stopped for the run
+    stopped: dict[str, str] = field(default_factory=dict)  # destination -> why it was stopped
     interrupted: bool = False
 
     def count(self, sink: str, outcome: str, n: int = 1) -> None:

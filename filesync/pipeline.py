@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,22 +17,15 @@ from datetime import datetime
 
 import structlog
 
-from filesync import kinds, metrics, retrying
+from filesync import kinds, metrics
 from filesync.app import App
-from filesync.errors import (
-    ErrorClass,
-    FilesyncError,
-    LeaseLost,
-    LedgerUnavailable,
-    PermanentError,
-    SourceError,
-    SourceNotFound,
-    classify,
-)
+from filesync.errors import ErrorClass, FilesyncError, LeaseLost, LedgerUnavailable, SourceError
 from filesync.ledger import claim_token, host_prefix
 from filesync.model import FileTask, Kind, RemoteObject, RunSummary, SourceObject
-from filesync.sinks import Sink, accepts
-from filesync.sinks.naming import safe_relative
+from filesync.outcomes import Outcomes
+from filesync.paths import UnsafePath, safe_relative
+from filesync.retry import Action, Decision, RetryPolicy
+from filesync.sinks import Sink, check_accepts
 from filesync.sources.reader import open_seekable
 
 log = structlog.get_logger("filesync")
@@ -46,6 +37,10 @@ class Cancelled(Exception):
 
 class _InvalidRow(Exception):
     """The app's row cannot be processed as it is (empty path, bad date)."""
+
+
+class _Parked(Exception):
+    """A destination's transfer was parked in an earlier run; its reason is the file's."""
 
 
 @dataclass
@@ -86,7 +81,12 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.config = self.app.config
         self.worker = claim_token(self.config.worker_id)
-        self.summary = RunSummary()
+        self.policy = RetryPolicy(
+            request_tries=self.config.request_retries, max_wait=self.config.request_max_wait,
+            max_attempts=self.config.max_attempts, backoff=self.config.retry_backoff,
+        )
+        self.outcomes = Outcomes(self.app.ledger, self.worker)
+        self.summary = self.outcomes.summary
         self._lock = threading.Lock()
         self._in_flight: dict[str, float] = {}  # file id -> last sign of life (monotonic)
         self._finished = threading.Event()
@@ -104,13 +104,14 @@ class Pipeline:
         try:
             released = ledger.release_dead_on_host(host_prefix(self.config.worker_id), self.worker)
             added = ledger.enqueue()
+            log.info("enqueue", worker=self.worker, skipped=added is None, added=added or 0)
             requeued = ledger.requeue_for_routes(self.config.routes, self.app.routes.sinks_for)
             backlog = ledger.backlog()
             self.on_backlog(backlog)
             log.info("run_started", worker=self.worker, enqueued=added, requeued=requeued,
                      released_stale_claims=released, backlog=backlog)
             self._work()
-            if self.summary.failed or self.summary.retry_later:
+            if self.summary.failed or self.summary.retry_later or self.summary.stopped:
                 status = "failed"
             if self.summary.interrupted:
                 status = "interrupted"
@@ -197,20 +198,15 @@ class Pipeline:
             try:
                 self._process(task)
             except Cancelled:
-                self.summary.interrupted = True
                 with contextlib.suppress(FilesyncError):
-                    self.app.ledger.release(self.worker, [task.file_id])
-                log.warning("file_released", reason="shutdown")
+                    self.outcomes.file_released(task, "shutdown", interrupted=True)
             except LeaseLost as exc:
                 log.warning("lease_lost", error=str(exc))
             except LedgerUnavailable as exc:
-                # The outcome could not be recorded: the file stays unmarked and is looked at again.
-                log.error("ledger_unavailable", error=str(exc))
-                with self._lock:
-                    self.summary.retry_later += 1
+                self.outcomes.unrecorded(exc)
             except Exception as exc:  # a bug must not stop the run: count it on the file
                 log.exception("file_crashed", error=str(exc))
-                self._fail(task, None, exc)
+                self.outcomes.file_failed(task, None, exc, self._decide(exc, task))
             finally:
                 self.on_file()
 
@@ -219,46 +215,63 @@ class Pipeline:
         try:
             obj = self._inspect(task)
         except (_InvalidRow, SourceError) as exc:
-            self._fail(task, None, exc)
+            self.outcomes.file_failed(task, None, exc, self._decide(exc, task))
             return
         routed = self.app.routes.sinks_for(obj.mime)
         if not routed:
-            reason = f"unsupported type {obj.mime}"
-            self.app.ledger.record_skipped(self.worker, task.file_id, reason)
-            with self._lock:
-                self.summary.skipped += 1
-                self.summary.skips.append((task.file_id, reason))
-            metrics.files_total.labels(sink="-", outcome="skipped").inc()
-            log.info("file_skipped", path=obj.path, mime=obj.mime, reason=reason)
+            self.outcomes.file_skipped(task, obj, f"unsupported type {obj.mime}")
             return
-        errors: list[tuple[str, BaseException]] = []
-        complete = transferred = False
-        for sink_name in routed:
-            if sink_name in task.done_sinks:
+        pending = [s for s in routed if s not in task.done_sinks and s not in task.parked_sinks]
+        later: tuple[str, BaseException, Decision] | None = None
+        parked: tuple[str, BaseException, Decision] | None = None
+        stopped = complete = False
+        for sink_name in pending:
+            if sink_name in self.summary.stopped:
+                stopped = True
                 continue
-            transferred = True
             try:
                 complete = self._transfer(task, obj, sink_name, routed)
             except (Cancelled, LeaseLost, LedgerUnavailable):
                 raise
             except Exception as exc:
-                errors.append((sink_name, exc))
-        if errors:
-            last_sink, last_error = errors[-1]
-            permanent = any(_is_permanent(e) for _, e in errors)
-            self._fail(task, last_sink, last_error, permanent=permanent)
-        elif not complete:
-            complete = self.app.ledger.mark_complete(self.worker, task.file_id, routed)
-        if complete and transferred:  # a file whose transfers were all done earlier is only re-marked
-            with self._lock:
-                self.summary.copied += 1
+                decision = self._decide(exc, task)
+                self.outcomes.transfer_failed(task, sink_name, exc, decision)
+                if decision.action is Action.STOP:
+                    self.outcomes.destination_stopped(sink_name, exc)
+                    stopped = True
+                elif decision.action is Action.PARK:
+                    parked = parked or (sink_name, exc, decision)
+                else:
+                    later = later or (sink_name, exc, decision)
+        if later is not None:  # a transient failure: the file comes back; parked transfers stay parked
+            self.outcomes.file_failed(task, *later)
+        elif stopped:
+            self.outcomes.file_released(task, "a destination is stopped for this run")
+        elif parked is not None:
+            self.outcomes.file_failed(task, *parked)
+        elif task.parked_sinks:  # the others are done; these stay parked until an operator retries them
+            sink_name, reason = sorted(task.parked_sinks.items())[0]
+            self.outcomes.file_failed(task, sink_name, _Parked(reason), Decision(Action.PARK, ErrorClass.CLIENT))
+        else:
+            if not complete:  # its transfers were all done earlier (flag reset, or a crash before the mark)
+                complete = self.app.ledger.mark_complete(self.worker, task.file_id, routed)
+            if complete and pending:
+                self.outcomes.file_complete()
+            elif not complete:
+                self.outcomes.file_released(task, "not every routed destination holds the file yet")
+
+    def _decide(self, exc: BaseException, task: FileTask) -> Decision:
+        """After the request loop gave up: later, park or stop (an invalid row is permanent)."""
+        if isinstance(exc, _InvalidRow):
+            return Decision(Action.PARK, ErrorClass.INVALID)
+        return self.policy.decide(exc, tries=self.policy.request_tries, attempts=task.attempts)
 
     def _inspect(self, task: FileTask) -> SourceObject:
         if not task.path or not task.path.strip():
             raise _InvalidRow("path is empty")
         try:
-            safe_relative(task.path, sink="source")
-        except PermanentError:
+            safe_relative(task.path)
+        except UnsafePath:
             raise _InvalidRow(f"path {task.path!r} is not a safe object key") from None
         date_taken = _parse_date(task.date_taken)
         info = self.app.source.stat(task.path)
@@ -274,73 +287,16 @@ class Pipeline:
     def _transfer(self, task: FileTask, obj: SourceObject, sink_name: str, routed: list[str]) -> bool:
         sink = self.app.sinks[sink_name]
         with structlog.contextvars.bound_contextvars(sink=sink_name):
-            refusal = accepts(sink.capabilities, obj)
-            if refusal:
-                raise PermanentError(refusal, sink=sink_name, error_class=ErrorClass.INVALID)
+            check_accepts(sink_name, sink.capabilities, obj)
             session = TransferSession(self, task.file_id, sink_name, task.resume_tokens.get(sink_name))
             started = time.monotonic()
-            try:
-                remote = retrying.call(
-                    lambda: self._upload_once(sink, obj, session),
-                    attempts=self.config.request_retries,
-                    max_wait=self.config.request_max_wait,
-                )
-            except (Cancelled, LeaseLost, LedgerUnavailable):
-                raise
-            except Exception as exc:
-                error_class, status, _ = classify(exc)
-                permanent = _is_permanent(exc)
-                self.app.ledger.record_transfer_failure(
-                    self.worker, task.file_id, sink_name, str(error_class), status, str(exc), permanent
-                )
-                log.warning("upload_failed", error_class=str(error_class), status=status, error=str(exc),
-                            attempt=task.attempts + 1, permanent=permanent)
-                raise
-            complete = self.app.ledger.record_done(self.worker, task.file_id, sink_name, remote, routed)
-            outcome = "existed" if remote.existed else "copied"
-            sent = 0 if remote.existed else obj.size
-            with self._lock:
-                self.summary.bytes += sent
-                self.summary.count(sink_name, outcome)
-            metrics.files_total.labels(sink=sink_name, outcome="copied").inc()
-            metrics.bytes_total.labels(sink=sink_name).inc(sent)
-            log.info("upload_finished", status=outcome, bytes=obj.size, remote_id=remote.remote_id,
-                     url=remote.url, duration_ms=int((time.monotonic() - started) * 1000))
-            return complete
+            remote = self.policy.call(lambda: self._upload_once(sink, obj, session))
+            return self.outcomes.transfer_done(task, obj, sink_name, remote, routed, started)
 
     def _upload_once(self, sink: Sink, obj: SourceObject, session: TransferSession) -> RemoteObject:
         self.touch(obj.file_id)  # each attempt is a sign of life, even for sinks that send in one request
         with open_seekable(self.app.source, obj.path, obj.size) as body:
             return sink.upload(obj, body, session)
-
-    def _fail(self, task: FileTask, sink: str | None, exc: BaseException, *, permanent: bool | None = None) -> None:
-        error_class, status, _ = classify(exc)
-        if isinstance(exc, _InvalidRow):
-            error_class = ErrorClass.INVALID
-        if permanent is None:
-            permanent = _is_permanent(exc)
-        state, attempts = self.app.ledger.record_failure(
-            self.worker, task.file_id, error_class=str(error_class), status=status, error=str(exc),
-            permanent=permanent, max_attempts=self.config.max_attempts,
-            backoff_seconds=self.config.retry_backoff,
-        )
-        with self._lock:
-            if state == "failed":
-                self.summary.failed += 1
-            else:
-                self.summary.retry_later += 1
-            self.summary.failures.append((task.file_id, sink or "-", str(exc)))
-        metrics.files_total.labels(sink=sink or "-", outcome="failed" if state == "failed" else "retry").inc()
-        where = {"sink": sink} if sink else {}
-        log.warning("file_failed", state=state, attempt=attempts, error_class=str(error_class), status=status,
-                    error=str(exc), **where)
-
-
-def _is_permanent(exc: BaseException) -> bool:
-    if isinstance(exc, _InvalidRow | SourceNotFound | PermanentError):
-        return True
-    error_class, _, transient = classify(exc)
-    return not transient and error_class is not ErrorClass.INTERNAL
 
 
 def _parse_date(text: str | None) -> datetime | None:
@@ -352,21 +308,16 @@ def _parse_date(text: str | None) -> datetime | None:
         raise _InvalidRow(f"dateTaken {text!r} is not a date") from None
 
 
-def run(
-    app: App,
-    *,
-    stop: threading.Event | None = None,
-    abort: threading.Event | None = None,
-    console: bool = False,
-) -> RunSummary:
-    """One pass over the due files. `stop`: claim nothing more; `abort`: cancel in-flight transfers too."""
+def run(app: App, *, stop: threading.Event | None = None, abort: threading.Event | None = None,
+        on_backlog: Callable[[int], None] | None = None, on_file: Callable[[], None] | None = None,
+        on_bytes: Callable[[int], None] | None = None) -> RunSummary:
+    """One pass over the due files. `stop`: claim nothing more; `abort`: cancel in-flight transfers too.
+    The callbacks feed a progress display (the CLI wires one at a terminal)."""
     pipeline = Pipeline(app, stop=stop or threading.Event(), abort=abort or threading.Event())
-    if not (console and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"):
-        return pipeline.run()
-    from filesync.progress import ProgressDisplay
-
-    with ProgressDisplay() as display:
-        pipeline.on_backlog = display.set_total
-        pipeline.on_file = display.file_done
-        pipeline.on_bytes = display.add_bytes
-        return pipeline.run()
+    if on_backlog is not None:
+        pipeline.on_backlog = on_backlog
+    if on_file is not None:
+        pipeline.on_file = on_file
+    if on_bytes is not None:
+        pipeline.on_bytes = on_bytes
+    return pipeline.run()

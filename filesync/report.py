@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from filesync.errors import ExitCode
 from filesync.ledger import Ledger
 from filesync.model import RunSummary
 
@@ -9,8 +10,6 @@ _MAX_LINES = 10
 
 
 def exit_code(summary: RunSummary) -> int:
-    from filesync.cli import ExitCode
-
     if summary.failed or summary.retry_later:
         return ExitCode.FILES_FAILED
     if summary.interrupted:

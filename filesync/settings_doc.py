@@ -12,7 +12,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from filesync.config import Setting
+from filesync.app import all_settings
+from filesync.settings import Setting
 
 HEADER = """\
 # filesync settings. Copy to .env and fill in what your routes need; the environment wins over this file.
@@ -33,8 +34,6 @@ POSTGRES_PASSWORD=change-me
 
 
 def _settings() -> tuple[Setting, ...]:
-    from filesync.app import all_settings
-
     return all_settings()
 
 

@@ -12,14 +12,15 @@ from datetime import datetime
 
 import structlog
 
-from filesync import retrying
 from filesync.app import App
 from filesync.errors import FilesyncError
 from filesync.kinds import kind_of
 from filesync.ledger.store import CopiedTransfer
 from filesync.model import SourceObject
+from filesync.retry import RetryPolicy
 
 log = structlog.get_logger("filesync")
+_LOOKUP = RetryPolicy(request_tries=3, max_wait=5)  # a lookup is cheap: a few quick tries
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def check_one(app: App, t: CopiedTransfer) -> str | None:
     sink = app.sinks.get(t.sink)
     if sink is None:
         return None  # no longer routed: nothing to compare against
-    remote = retrying.call(lambda: sink.exists(_object(t), t.remote_id), attempts=3, max_wait=5)
+    remote = _LOOKUP.call(lambda: sink.exists(_object(t), t.remote_id))
     if remote is None:
         return "missing at the destination"
     if t.bytes is not None and remote.size and remote.size != t.bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from filesync.errors import LedgerError, LedgerUnavailable
+from filesync.ledger.embedded import start_embedded
 
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
@@ -29,19 +29,7 @@ def redact_url(url: str) -> str:
 
 def embedded_url(home: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL kept in FILESYNC_HOME/pgdata."""
-    # pgserver's platformdirs warns when there is no runtime dir (containers, cron): give it ours.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(home))
-    try:
-        import pgserver
-    except ImportError as exc:  # pragma: no cover - pgserver is a dependency
-        raise LedgerUnavailable("DATABASE_URL is unset and the embedded PostgreSQL (pgserver) is missing") from exc
-    data = home / "pgdata"
-    data.mkdir(parents=True, exist_ok=True)
-    try:
-        server = pgserver.get_server(str(data), cleanup_mode=None)  # type: ignore[attr-defined]
-    except Exception as exc:
-        raise LedgerUnavailable(f"embedded PostgreSQL in {data} did not start: {exc}") from exc
-    return str(server.get_uri())
+    return start_embedded(home / "pgdata")
 
 
 @contextlib.contextmanager

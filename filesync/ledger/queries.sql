@@ -2,6 +2,10 @@
 -- {app_path}, {app_date}, {app_gps} and {app_copied} are the app's table and columns. All are quoted with
 -- psycopg.sql.Identifier; values are always bound parameters.
 
+-- name: enqueue_lock
+-- One enqueue at a time per schema: replicas on one schedule would otherwise scan the app table together.
+SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0))
+
 -- name: enqueue
 -- New not-yet-copied rows of the app's table become pending files; a row whose flag was reset
 -- after filesync marked it is looked at again (its transfers stay done, so nothing is re-sent).
@@ -48,7 +52,8 @@ WHERE f.file_id = due.file_id
 RETURNING f.file_id, f.path, f.date_taken, f.gps, f.attempts
 
 -- name: claimed_transfers
-SELECT file_id, sink, state, resume_token, remote_id FROM {schema}.transfers WHERE file_id = ANY(%(ids)s)
+-- What a claimed file already has: done and parked destinations, resume tokens.
+SELECT file_id, sink, state, resume_token, coalesce(error, '') FROM {schema}.transfers WHERE file_id = ANY(%(ids)s)
 
 -- name: heartbeat
 UPDATE {schema}.files SET claimed_until = now() + make_interval(secs => %(lease)s)
@@ -107,10 +112,11 @@ WHERE file_id = %(file_id)s
 UPDATE {app} SET {app_copied} = true WHERE {app_id} = %(file_id)s AND {app_copied} IS NOT TRUE
 
 -- name: file_failed
+-- Count an attempt: parked ('failed') or due again after `retry_in` seconds (the policy decided which).
 UPDATE {schema}.files
 SET attempts = attempts + 1,
-    state = CASE WHEN %(permanent)s OR attempts + 1 >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
-    next_attempt_at = now() + make_interval(secs => LEAST(86400, %(backoff)s * power(2, attempts))),
+    state = CASE WHEN %(park)s THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = now() + make_interval(secs => %(retry_in)s),
     error_class = %(error_class)s, error_status = %(status)s, error = %(error)s,
     claimed_by = NULL, claimed_until = NULL, updated_at = now()
 WHERE file_id = %(file_id)s

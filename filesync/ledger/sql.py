@@ -8,7 +8,7 @@ from importlib.resources import files
 
 from psycopg import sql
 
-from filesync.config import AppTable
+from filesync.settings import AppTable
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 

@@ -15,12 +15,12 @@ from typing import Any
 
 from psycopg import sql
 
-from filesync.config import AppTable
 from filesync.errors import ErrorClass, LeaseLost
 from filesync.ledger import migrations
 from filesync.ledger.db import Database
 from filesync.ledger.sql import Queries
 from filesync.model import FileTask, RemoteObject, RunSummary
+from filesync.settings import AppTable
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,13 @@ class Ledger:
             conn.execute("SELECT 1")
 
     # --- intake -----------------------------------------------------------------------------------
-    def enqueue(self) -> int:
-        """New rows of the app's table into the ledger; returns how many were added or changed."""
+    def enqueue(self) -> int | None:
+        """New rows of the app's table into the ledger; returns how many were added or changed, or None
+        when another worker is enqueuing right now (its pass serves this one too)."""
         with self.db.transaction() as conn:
+            row = conn.execute(self.q["enqueue_lock"], {"key": f"filesync:{self.schema}:enqueue"}).fetchone()
+            if not (row and row[0]):
+                return None
             added = conn.execute(self.q["enqueue"]).rowcount
             conn.execute(self.q["duplicate_ids"])
         return max(added, 0)
@@ -98,15 +102,15 @@ class Ledger:
             ids = [r[0] for r in rows]
             transfers = conn.execute(self.q["claimed_transfers"], {"ids": ids}).fetchall()
         done: dict[str, set[str]] = {}
+        parked: dict[str, dict[str, str]] = {}
         tokens: dict[str, dict[str, str]] = {}
-        remote_ids: dict[str, dict[str, str]] = {}
-        for file_id, sink, state, token, remote_id in transfers:
+        for file_id, sink, state, token, error in transfers:
             if state == "done":
                 done.setdefault(file_id, set()).add(sink)
+            elif state == "failed":
+                parked.setdefault(file_id, {})[sink] = error
             if token:
                 tokens.setdefault(file_id, {})[sink] = token
-            if remote_id:
-                remote_ids.setdefault(file_id, {})[sink] = remote_id
         return [
             FileTask(
                 file_id=file_id,
@@ -115,6 +119,7 @@ class Ledger:
                 gps=gps,
                 attempts=attempts,
                 done_sinks=frozenset(done.get(file_id, ())),
+                parked_sinks=parked.get(file_id, {}),
                 resume_tokens=tokens.get(file_id, {}),
             )
             for file_id, path, date_taken, gps, attempts in rows
@@ -208,17 +213,17 @@ class Ledger:
             )
 
     def record_failure(
-        self, worker: str, file_id: str, *, error_class: str, status: int | None, error: str, permanent: bool,
-        max_attempts: int, backoff_seconds: float,
+        self, worker: str, file_id: str, *, error_class: str, status: int | None, error: str, park: bool,
+        retry_in: float,
     ) -> tuple[str, int]:
-        """Count an attempt; park the file when the error is permanent or attempts run out.
-        Returns (new state, attempts)."""
+        """Count an attempt and release the claim: parked ('failed') when `park`, else due again in
+        `retry_in` seconds (both decided by the RetryPolicy). Returns (new state, attempts)."""
         with self.db.transaction() as conn:
             self._lock(conn, worker, file_id)
             row = conn.execute(
                 self.q["file_failed"],
-                {"file_id": file_id, "permanent": permanent, "max_attempts": max_attempts,
-                 "backoff": backoff_seconds, "error_class": error_class, "status": status, "error": error[:1000]},
+                {"file_id": file_id, "park": park, "retry_in": retry_in, "error_class": error_class,
+                 "status": status, "error": error[:1000]},
             ).fetchone()
         assert row is not None
         return str(row[0]), int(row[1])

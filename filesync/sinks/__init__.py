@@ -14,9 +14,9 @@ from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
 
-from filesync.config import Setting
-from filesync.errors import ConfigError
+from filesync.errors import ConfigError, Refused
 from filesync.model import Kind, RemoteObject, SourceObject
+from filesync.settings import Setting
 
 GROUP = "filesync.sinks"
 
@@ -77,7 +77,8 @@ class Sink(Protocol):
         returned); never list or search. None when it is not there."""
 
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
-        """Send exactly obj.size bytes read from `body` (seekable, positioned at 0).
+        """Send exactly obj.size bytes read from `body` (seekable, positioned at 0). The engine has
+        already checked `capabilities` (`check_accepts`): the sink need not check them again.
 
         Idempotent: a second upload of the same obj returns the first RemoteObject (with
         `existed=True`) and stores nothing new. If `body` raises mid-stream no visible object
@@ -110,6 +111,13 @@ def load(name: str) -> type[Sink]:
     except ImportError as exc:
         raise ConfigError(f"sink {name!r} cannot be loaded: {exc}") from exc
     return cls  # type: ignore[no-any-return]
+
+
+def check_accepts(sink: str, caps: Capabilities, obj: SourceObject) -> None:
+    """The one check that a destination takes an object, made before any request: Refused if not."""
+    refusal = accepts(caps, obj)
+    if refusal:
+        raise Refused(refusal, sink=sink)
 
 
 def accepts(caps: Capabilities, obj: SourceObject) -> str | None:

@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import requests
 
-from filesync.config import Setting, http_url, positive_float
 from filesync.errors import ErrorClass, PermanentError, SinkError
 from filesync.http import error_for_status, make_session, pacer
+from filesync.settings import Setting, http_url, positive_float
 
 GROUP = "Sink: Cloudflare (Images, Stream)"
 DEFAULT_API_BASE = "https://api.cloudflare.com/client/v4"

@@ -17,12 +17,12 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from filesync.config import Setting, http_url
 from filesync.errors import ErrorClass, NetworkError, PermanentError, RateLimited, SinkError, SourceError
 from filesync.http import make_session, raise_for_status, translated
 from filesync.model import Kind, RemoteObject, SourceObject
+from filesync.settings import Setting, http_url
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
-from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, safe_relative, validate_template
+from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, safe_name, validate_template
 
 CHUNK = 1024 * 1024
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bodies up to this size never touch the disk
@@ -55,7 +55,7 @@ def pull_zone_url(raw: str) -> str:
 
 def root_folder(raw: str) -> str:
     try:
-        return safe_relative(raw.strip().strip("/"), sink="bunny")
+        return safe_name(raw.strip().strip("/"), sink="bunny")
     except SinkError as exc:
         raise ValueError(exc.reason) from None
 

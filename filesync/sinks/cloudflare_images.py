@@ -14,11 +14,11 @@ from typing import Any, BinaryIO, ClassVar
 import requests
 from requests_toolbelt import MultipartEncoder
 
-from filesync.config import Setting
 from filesync.errors import ErrorClass, PermanentError
 from filesync.http import translated
 from filesync.model import Kind, RemoteObject, SourceObject
-from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession, accepts
+from filesync.settings import Setting
+from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
 from filesync.sinks._cloudflare import (
     SETTINGS,
     CloudflareAccount,
@@ -73,9 +73,6 @@ class CloudflareImagesSink:
         return self._remote(data.get("result") or {}, obj, existed=True)
 
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
-        refusal = accepts(self.capabilities, obj)
-        if refusal:
-            raise PermanentError(refusal, sink=self.name, error_class=ErrorClass.UNSUPPORTED)
         if len(obj.file_id) > MAX_ID_CHARS:
             raise PermanentError(f"file id is over Cloudflare's {MAX_ID_CHARS} characters for a custom id",
                                  sink=self.name, error_class=ErrorClass.INVALID)

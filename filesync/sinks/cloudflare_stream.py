@@ -24,11 +24,11 @@ from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 from tusclient.request import TusRequest
 from tusclient.uploader.uploader import Uploader
 
-from filesync.config import Setting, tus_chunk_size
 from filesync.errors import ErrorClass, PermanentError, ServerError, SinkError
 from filesync.http import translated
 from filesync.model import Kind, RemoteObject, SourceObject
-from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession, accepts
+from filesync.settings import Setting, tus_chunk_size
+from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
 from filesync.sinks._cloudflare import (
     GROUP,
     SETTINGS,
@@ -84,9 +84,6 @@ class CloudflareStreamSink:
         return self._remote(video, obj, existed=True) if video else None
 
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
-        refusal = accepts(self.capabilities, obj)
-        if refusal:
-            raise PermanentError(refusal, sink=self.name, error_class=ErrorClass.UNSUPPORTED)
         started = self._resume(obj, session)
         if isinstance(started, RemoteObject):
             return started

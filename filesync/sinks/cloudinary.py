@@ -22,7 +22,6 @@ import cloudinary.exceptions as cld
 import cloudinary.uploader
 import urllib3.exceptions
 
-from filesync.config import Setting, http_url, positive_int
 from filesync.errors import (
     ConfigError,
     ErrorClass,
@@ -36,8 +35,9 @@ from filesync.errors import (
 )
 from filesync.http import error_for_status
 from filesync.model import Kind, RemoteObject, SourceObject
+from filesync.settings import Setting, http_url, positive_int
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
-from filesync.sinks.naming import safe_relative
+from filesync.sinks.naming import safe_name
 
 MIN_CHUNK = 5 * 1024 * 1024  # "All parts except EOF-chunk must be larger than 5mb"
 DEFAULT_CHUNK = 20_000_000  # the SDK's own default for upload_large
@@ -102,7 +102,7 @@ def folder(raw: str) -> str:
     if _ESCAPED.intersection(value):
         raise ValueError(f"must not contain any of {' '.join(sorted(_ESCAPED))}")
     try:
-        return safe_relative(value, sink="cloudinary")
+        return safe_name(value, sink="cloudinary")
     except SinkError as exc:
         raise ValueError(exc.reason) from None
 
@@ -169,7 +169,7 @@ class CloudinarySink:
     def _public_id(self, obj: SourceObject) -> str:
         """The file id under the folder; `..`, absolute and NUL are refused before any request."""
         wanted = escape_id(obj.file_id)
-        return safe_relative(f"{self.folder}/{wanted}" if self.folder else wanted, sink=self.name)
+        return safe_name(f"{self.folder}/{wanted}" if self.folder else wanted, sink=self.name)
 
     # --- calls ------------------------------------------------------------------------------------
     def _admin_options(self) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from filesync.config import Setting
 from filesync.errors import ErrorClass, PermanentError, SinkError
 from filesync.model import Kind, RemoteObject, SourceObject
+from filesync.settings import Setting
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
 from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, validate_template
 

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 
 from filesync.errors import ErrorClass, PermanentError
 from filesync.model import SourceObject
+from filesync.paths import UnsafePath, safe_relative
 
 DEFAULT_TEMPLATE = "{id}{ext}"
 _FIELDS = {"id", "ext", "path", "name", "stem", "kind", "date"}
@@ -33,18 +34,12 @@ def validate_template(template: str) -> str:
     return template
 
 
-def safe_relative(name: str, *, sink: str) -> str:
-    """A clean relative POSIX path, or a PermanentError before any request is made."""
-    if not name or "\x00" in name:
-        raise PermanentError("object name is empty or contains NUL", sink=sink, error_class=ErrorClass.INVALID)
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise PermanentError(f"object name {name!r} is absolute", sink=sink, error_class=ErrorClass.INVALID)
-    parts = name.replace("\\", "/").split("/")
-    if any(p in ("..", ".") for p in parts) or any(p == "" for p in parts):
-        raise PermanentError(
-            f"object name {name!r} would escape the destination root", sink=sink, error_class=ErrorClass.INVALID
-        )
-    return "/".join(parts)
+def safe_name(name: str, *, sink: str) -> str:
+    """`paths.safe_relative` for a destination: an unsafe name is a PermanentError before any request."""
+    try:
+        return safe_relative(name)
+    except UnsafePath as exc:
+        raise PermanentError(str(exc), sink=sink, error_class=ErrorClass.INVALID) from None
 
 
 def object_name(template: str, obj: SourceObject, *, sink: str, prefix: str = "") -> str:
@@ -58,7 +53,7 @@ def object_name(template: str, obj: SourceObject, *, sink: str, prefix: str = ""
         "kind": str(obj.kind),
         "date": _Date(obj.date_taken or datetime.now(UTC)),
     }
-    name = safe_relative(template.format(**fields), sink=sink)
+    name = safe_name(template.format(**fields), sink=sink)
     if prefix:
-        name = safe_relative(f"{prefix.strip('/')}/{name}", sink=sink)
+        name = safe_name(f"{prefix.strip('/')}/{name}", sink=sink)
     return name

@@ -27,7 +27,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from filesync.config import Setting, http_url
 from filesync.errors import (
     ConfigError,
     ErrorClass,
@@ -39,7 +38,8 @@ from filesync.errors import (
 )
 from filesync.http import error_for_status, retry_after
 from filesync.model import Kind, RemoteObject, SourceObject
-from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession, accepts
+from filesync.settings import Setting, http_url
+from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
 from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, validate_template
 from filesync.sources.s3 import boto_config, region_from_endpoint
 
@@ -186,9 +186,6 @@ class S3Sink:
                             checksum=meta.get("sha256"), existed=True)
 
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
-        refusal = accepts(self.capabilities, obj)
-        if refusal:
-            raise PermanentError(refusal, sink=self.name, error_class=ErrorClass.UNSUPPORTED)
         key = self._key(obj)
         existing = self.exists(obj)
         if existing is not None and existing.size == obj.size:

@@ -7,34 +7,17 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
-APP_TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS "File" (
-  id                   text PRIMARY KEY,
-  path                 text,
-  "dateTaken"          timestamptz,
-  "gpsCoordinates"     text,
-  "copiedToCloudflare" boolean NOT NULL DEFAULT false
-)
-"""
+from filesync.ledger.embedded import APP_TABLE_DDL, start_embedded, with_database
 
+__all__ = ["APP_TABLE_DDL", "embedded_server_url", "fresh_database", "test_server_url", "with_database"]
 
 def embedded_server_url(data_dir: Path) -> str:
     """Start (or reuse) a pgserver instance in `data_dir` and return its URL."""
-    import pgserver
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir), cleanup_mode=None)  # type: ignore[attr-defined]
-    return str(server.get_uri())
-
-
-def with_database(url: str, dbname: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + dbname))
+    return start_embedded(data_dir)
 
 
 @contextmanager

@@ -34,7 +34,7 @@ import pytest
 
 from filesync.errors import ConfigError, FilesyncError, PermanentError, RateLimited, ServerError, SinkError
 from filesync.model import Kind, RemoteObject, SourceObject
-from filesync.sinks import Capabilities, Sink, accepts
+from filesync.sinks import Capabilities, Sink, accepts, check_accepts
 
 MIB = 1024 * 1024
 LARGE = 64 * MIB  # the large-body test's size
@@ -329,6 +329,8 @@ class SinkConformance:
 
     def _upload(self, sink: Sink, obj: SourceObject, body: Any,
                 session: RecordingSession | None = None) -> RemoteObject:
+        """As the pipeline sends: the one capability check, then the sink's upload."""
+        check_accepts(sink.name, sink.capabilities, obj)
         return sink.upload(obj, body, session or RecordingSession())
 
     # --- the basics ------------------------------------------------------------------------------

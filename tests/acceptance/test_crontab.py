@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from filesync.scheduler import DAEMON_SETTINGS, cron_expression
+from filesync.schedule import DAEMON_SETTINGS, cron_expression
 from tests.acceptance.daemon_support import assert_no_secrets, base_env, query, read_log, seed
 
 ROOT = Path(__file__).resolve().parents[2]

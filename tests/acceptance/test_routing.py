@@ -14,7 +14,7 @@ import pytest
 
 from filesync import pipeline
 from filesync.app import App
-from filesync.config import Environment
+from filesync.settings import Environment
 from filesync.testing.fakes.bunny import FakeBunny
 from filesync.testing.fakes.cloudflare import FakeCloudflare
 from tests.media import image_bytes

@@ -20,7 +20,7 @@ import pytest
 
 from filesync import pipeline
 from filesync.app import App
-from filesync.config import Environment
+from filesync.settings import Environment
 from filesync.testing.fakes.cloudflare import FakeCloudflare
 from tests.conftest import S3Server, cloudflare_env
 from tests.media import image_bytes, video_bytes

@@ -18,7 +18,7 @@ from datetime import datetime
 import psycopg
 import pytest
 
-from filesync.config import AppTable
+from filesync.settings import AppTable
 from filesync.errors import LeaseLost
 from filesync.ledger import Database, Ledger, claim_token, host_prefix
 from filesync.model import RemoteObject
@@ -96,8 +96,8 @@ def test_expired_lease_moves_to_another_worker_and_the_late_mark_is_refused(
     with pytest.raises(LeaseLost):
         a.save_resume_token(worker_a, "f1", SINK, '{"url": "stale"}')
     with pytest.raises(LeaseLost):
-        a.record_failure(worker_a, "f1", error_class="server", status=503, error="late", permanent=True,
-                         max_attempts=5, backoff_seconds=1)
+        a.record_failure(worker_a, "f1", error_class="server", status=503, error="late", park=True,
+                         retry_in=1)
     with pytest.raises(LeaseLost):
         a.record_skipped(worker_a, "f1", "late")
     assert a.heartbeat(worker_a, ["f1"], 60) == 0

@@ -9,7 +9,7 @@ import psycopg
 
 from filesync import pipeline
 from filesync.app import App
-from filesync.config import Environment
+from filesync.settings import Environment
 from filesync.ledger import Database
 from filesync.ledger.migrations import available, current_version, migrate
 from tests.media import image_bytes

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from filesync.config import Config, Environment, Setting, positive_int, tus_chunk_size
+from filesync.settings import Config, Environment, Setting, positive_int, tus_chunk_size
 from filesync.errors import ConfigError
 
 
@@ -41,7 +41,7 @@ def test_every_problem_is_reported_at_once_and_secrets_are_not_echoed() -> None:
 
 
 def test_secret_values_include_the_password_inside_database_url() -> None:
-    from filesync.config import CORE_SETTINGS
+    from filesync.settings import CORE_SETTINGS
 
     env = Environment({"DATABASE_URL": "postgresql://app:S3cr3tPw@db:5432/app"}, env_file="/nonexistent")
     secrets = env.secret_values(CORE_SETTINGS)

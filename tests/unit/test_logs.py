@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from filesync import logs
-from filesync.config import Environment
+from filesync import logs, redaction
+from filesync.settings import Environment
 from filesync.errors import ConfigError
 
 DB_PASSWORD = "pw-Zq81xDistinct"
@@ -199,9 +199,9 @@ def test_uncaught_thread_exception_is_logged_redacted(tmp_path: Path) -> None:
     ("no secrets here", "no secrets here"),
 ])
 def test_redactor_masks_url_passwords_even_when_undeclared(text: str, expected: str) -> None:
-    assert logs.Redactor().text(text) == expected
+    assert redaction.Redactor().text(text) == expected
 
 
 def test_redactor_masks_decoded_form_of_an_encoded_password() -> None:
-    redactor = logs.Redactor(["p%40ssw0rd-long"])
+    redactor = redaction.Redactor(["p%40ssw0rd-long"])
     assert redactor.text("login failed for p@ssw0rd-long") == "login failed for ***"

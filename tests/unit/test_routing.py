@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from filesync.config import DEFAULT_ROUTES
+from filesync.settings import DEFAULT_ROUTES
 from filesync.errors import ConfigError
 from filesync.routing import Routes
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from filesync.config import Environment
+from filesync.settings import Environment
 from filesync.errors import ConfigError, NetworkError, PermanentError, RateLimited, SourceError
 from filesync.model import Kind, SourceObject
 from filesync.sinks import SinkContext

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from filesync import http
-from filesync.config import Environment
+from filesync.settings import Environment
 from filesync.errors import PermanentError, RateLimited, ServerError
 from filesync.model import Kind, SourceObject
 from filesync.sinks import SinkContext

@@ -250,7 +250,7 @@ def test_bad_token_check_fails_without_showing_it(small_fake: FakeCloudflare,
 
 
 def test_from_settings_reads_the_chunk_size(small_fake: FakeCloudflare) -> None:
-    from filesync.config import Environment
+    from filesync.settings import Environment
     from filesync.errors import ConfigError
     from filesync.sinks import SinkContext
 

@@ -13,7 +13,7 @@ import cloudinary.utils
 import pytest
 import requests
 
-from filesync.config import Environment
+from filesync.settings import Environment
 from filesync.errors import ConfigError, NetworkError, PermanentError, RateLimited, ServerError
 from filesync.model import Kind, SourceObject
 from filesync.sinks import SinkContext

@@ -19,179 +19,36 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
 import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from filesync import metrics
-from filesync.config import Environment, Setting, boolean, non_negative_int
-from filesync.errors import ConfigError, LedgerUnavailable, SourceUnavailable
-
-if TYPE_CHECKING:
-    from filesync.app import App
-    from filesync.model import RunSummary
+from filesync.app import App
+from filesync.errors import LedgerUnavailable, SourceUnavailable
+from filesync.health import HealthServer
+from filesync.model import RunSummary
+from filesync.redaction import redact
+from filesync.schedule import DaemonConfig, cron_trigger
+from filesync.settings import Environment
 
 log = structlog.get_logger("filesync.scheduler")
 
 JOB_ID = "filesync-run"
 ABORT_WAIT = 10.0  # seconds an aborted run gets to hand its files back before the process leaves anyway
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
-
-# --- settings --------------------------------------------------------------------------------------
-
-
-def _split_cron(expr: str) -> dict[str, str]:
-    fields = expr.split()
-    if len(fields) == 5:
-        fields = ["0", *fields]
-    if len(fields) != 6:
-        raise ValueError(
-            f"needs 5 fields (minute hour day month weekday) or 6 (seconds first), got {len(fields)}"
-        )
-    names = ("second", "minute", "hour", "day", "month", "day_of_week")
-    values = dict(zip(names, fields, strict=True))
-    values["day_of_week"] = cron_weekdays(values["day_of_week"])
-    return values
-
-
-def _weekday_number(token: str) -> int:
-    lowered = token.lower()
-    if lowered[:3] in _WEEKDAYS and lowered.isalpha():
-        return _WEEKDAYS.index(lowered[:3])
-    number = int(token)
-    if not 0 <= number <= 7:
-        raise ValueError(f"weekday {token!r} is out of range 0-7")
-    return number
-
-
-def cron_weekdays(field: str) -> str:
-    """Cron's weekday field (0 or 7 = Sunday) in APScheduler 3's terms, where 0 is Monday.
-
-    APScheduler 3's `from_crontab` passes the numbers through unchanged, so `1-5` would mean Tuesday
-    to Saturday; expanding to day names keeps the crontab meaning every cron user expects.
-    """
-    if field in {"*", "?"}:
-        return "*"
-    days: set[int] = set()
-    for part in field.split(","):
-        body, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if step <= 0:
-            raise ValueError(f"step in weekday {part!r} must be positive")
-        if body == "*":
-            low, high = 0, 6
-        elif "-" in body:
-            first, last = body.split("-", 1)
-            low, high = _weekday_number(first), _weekday_number(last)
-            if high < low:
-                raise ValueError(f"weekday range {body!r} runs backwards")
-        else:
-            low = _weekday_number(body)
-            high = 6 if step_text else low
-        days.update(d % 7 for d in range(low, high + 1, step))
-    return ",".join(_WEEKDAYS[d] for d in sorted(days))
-
-
-def cron_trigger(expr: str, timezone: tzinfo) -> CronTrigger:
-    """A trigger from a 5-field crontab line, or 6 fields with seconds first (`*/5 * * * * *`)."""
-    return CronTrigger(timezone=timezone, **_split_cron(expr))
-
-
-def cron_expression(raw: str) -> str:
-    """Parser for FILESYNC_SCHEDULE: the expression must build a trigger that fires at least once."""
-    expr = " ".join(raw.split())
-    trigger = cron_trigger(expr, ZoneInfo("UTC"))
-    if trigger.get_next_fire_time(None, datetime.now(ZoneInfo("UTC"))) is None:
-        raise ValueError("never fires")
-    return expr
-
-
-def timezone_name(raw: str) -> str:
-    name = raw.strip().removeprefix(":")
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)") from None
-    return name
-
-
-def tcp_port(raw: str) -> int:
-    port = non_negative_int(raw)
-    if port > 65535:
-        raise ValueError("must be a TCP port, 0 to 65535")
-    return port
-
-
-def grace_seconds(raw: str) -> float:
-    value = float(raw)
-    if not 0 <= value <= 24 * 3600:
-        raise ValueError("must be a number of seconds between 0 and 86400")
-    return value
-
-
-DAEMON_SETTINGS: tuple[Setting, ...] = (
-    Setting("FILESYNC_SCHEDULE", "When `filesync daemon` starts a run: a cron expression (minute hour day "
-            "month weekday). A sixth field in front adds seconds (`*/30 * * * * *`: every 30 s).",
-            default="*/10 * * * *", parse=cron_expression, group="Daemon"),
-    Setting("FILESYNC_TIMEZONE", "Time zone of FILESYNC_SCHEDULE (IANA name). Unset: TZ, else UTC.",
-            parse=timezone_name, group="Daemon"),
-    Setting("FILESYNC_RUN_ON_START", "Run once as soon as the daemon starts, then follow the schedule.",
-            default="true", parse=boolean, group="Daemon"),
-    Setting("FILESYNC_SHUTDOWN_GRACE", "Seconds in-flight transfers get to finish after SIGTERM before they "
-            "are cancelled and handed back.", default="30", parse=grace_seconds, group="Daemon"),
-    Setting("FILESYNC_HTTP_PORT", "Port of /healthz and /metrics while the daemon runs (0: no HTTP server).",
-            default="9090", parse=tcp_port, group="Daemon"),
-    Setting("FILESYNC_HTTP_HOST", "Address /healthz and /metrics listen on. The container sets 0.0.0.0.",
-            default="127.0.0.1", group="Daemon"),
-)
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    schedule: str
-    timezone: ZoneInfo
-    run_on_start: bool
-    grace: float
-    http_host: str
-    http_port: int
-
-    @classmethod
-    def load(cls, env: Environment) -> DaemonConfig:
-        values = env.resolve(DAEMON_SETTINGS)
-        zone = values["FILESYNC_TIMEZONE"]
-        if zone is None:
-            tz_raw = env.get("TZ", "").strip()
-            try:
-                zone = timezone_name(tz_raw) if tz_raw else "UTC"
-            except ValueError as exc:
-                raise ConfigError(f"TZ={tz_raw!r} is invalid: {exc}") from None
-        return cls(
-            schedule=values["FILESYNC_SCHEDULE"],
-            timezone=ZoneInfo(zone),
-            run_on_start=values["FILESYNC_RUN_ON_START"],
-            grace=values["FILESYNC_SHUTDOWN_GRACE"],
-            http_host=values["FILESYNC_HTTP_HOST"],
-            http_port=values["FILESYNC_HTTP_PORT"],
-        )
-
-
-# --- the daemon ------------------------------------------------------------------------------------
-
-
-RunFn = Callable[..., "RunSummary"]
+RunFn = Callable[..., RunSummary]
+BuildFn = Callable[[Environment], App]
 PING_TIMEOUT = 5.0  # seconds /healthz waits for the database; Docker's HEALTHCHECK timeout is longer
 
 
@@ -262,10 +119,13 @@ class Daemon:
             if self.stop.is_set():
                 return
             self.idle.clear()
+        if self.config.start_jitter and self.stop.wait(random.uniform(0, self.config.start_jitter)):
+            self.idle.set()
+            return
         started = datetime.now(self.config.timezone)
         try:
             app = self._ensure_app()
-            summary = self._run(app, stop=self.stop, abort=self.abort, console=False)
+            summary = self._run(app, stop=self.stop, abort=self.abort)
             self._record(started, "interrupted" if summary.interrupted else "ok", summary=summary)
             metrics.ticks_total.labels("ran").inc()
         except LedgerUnavailable as exc:
@@ -297,8 +157,6 @@ class Daemon:
             record.update(run_id=summary.run_id, copied=summary.copied, skipped=summary.skipped,
                           failed=summary.failed, retry_later=summary.retry_later, bytes=summary.bytes)
         if error is not None:
-            from filesync.logs import redact
-
             record["error"] = redact(error)  # shown by /healthz, outside the log's redaction
         self.last_run = record
 
@@ -322,8 +180,6 @@ class Daemon:
     # --- health ----------------------------------------------------------------------------------
     def probe(self) -> tuple[bool, dict[str, Any]]:
         """Healthy when the scheduler thread is alive and the database answers."""
-        from filesync.logs import redact
-
         body: dict[str, Any] = {"last_run": self.last_run, "next_run": self.next_run()}
         thread = getattr(self.scheduler, "_thread", None)
         alive = self.scheduler.running and thread is not None and thread.is_alive()
@@ -399,21 +255,20 @@ class Daemon:
                 log.warning("close_failed", error_class=type(exc).__name__, error=str(exc))
 
 
-def serve(env: Environment) -> int:
-    """Run the daemon until SIGTERM/SIGINT; the exit code for `filesync daemon`."""
-    from filesync import logs, pipeline
-    from filesync.app import App
-    from filesync.health import HealthServer
+def serve(env: Environment, build: BuildFn, run: RunFn) -> int:
+    """Run the daemon until SIGTERM/SIGINT; the exit code for `filesync daemon`.
 
-    logs.configure(env)
+    `build` makes the App and `run` does one pass: the caller (the CLI) hands them in, so the daemon
+    knows how to schedule, not what a run is. Logging is configured by the caller.
+    """
     config = DaemonConfig.load(env)
     # The scheduler's own warnings are replaced by structured tick_skipped / tick_missed events.
     for name in ("apscheduler.scheduler", "apscheduler.executors"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
-    daemon = Daemon(env, config, App.build, pipeline.run)
+    daemon = Daemon(env, config, build, run)
     try:
-        daemon.app = App.build(env)
+        daemon.app = build(env)
     except LedgerUnavailable as exc:
         log.error("database_unavailable", error_class="LedgerUnavailable", error=str(exc),
                   hint="starting anyway; each tick tries again")
@@ -449,3 +304,4 @@ def serve(env: Environment) -> int:
         logging.shutdown()
         os._exit(0)
     return 0
+

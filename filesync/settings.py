@@ -12,6 +12,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,8 +153,45 @@ CORE_SETTINGS: tuple[Setting, ...] = (
 )
 
 
+_registry: dict[str, Setting] = {}
+
+
+def register(settings: Iterable[Setting]) -> tuple[Setting, ...]:
+    """Add a feature's or plug-in's settings to the registry (rclone's RegisterGlobalOptions); returns them.
+
+    Redaction, the unknown-variable warning, `.env.example` and the README table read the registry, so
+    a feature declares its settings beside its code and registers them when its module is imported.
+    """
+    group = tuple(settings)
+    for setting in group:
+        _registry.setdefault(setting.env, setting)
+    return group
+
+
+PLUGIN_GROUPS = ("filesync.sources", "filesync.sinks")
+
+
+def registered() -> tuple[Setting, ...]:
+    """Every registered setting, then those of every installed plug-in (found by entry point, as fsspec's
+    registry is fed), once each. A plug-in that cannot be imported contributes nothing here; naming it
+    in FILESYNC_ROUTES or FILESYNC_SOURCE reports why."""
+    found = dict(_registry)
+    for group in PLUGIN_GROUPS:
+        for ep in sorted(entry_points(group=group), key=lambda ep: ep.name):
+            try:
+                declared = ep.load().SETTINGS
+            except Exception:  # a broken third-party plug-in must not break redaction of the others
+                continue
+            for setting in declared:
+                found.setdefault(setting.env, setting)
+    return tuple(found.values())
+
+
 def setting_index(settings: Iterable[Setting]) -> dict[str, Setting]:
     return {s.env: s for s in settings}
+
+
+register(CORE_SETTINGS)
 
 
 class Environment(Mapping[str, str]):
