@@ -41,7 +41,7 @@ from filesync import http
 from filesync.errors import ErrorClass, SourceError, SourceNotFound, SourceRefused, SourceUnavailable
 from filesync.retry import RetryPolicy
 from filesync.settings import Setting, boolean, http_url
-from filesync.sources import SKIP, Entry, ObjectInfo
+from filesync.sources import SKIP, Entry, ObjectInfo, SourceContext
 
 DEFAULT_API_BASE = "https://www.googleapis.com"
 FOLDER_MIME = "application/vnd.google-apps.folder"
@@ -142,12 +142,13 @@ class GDriveSource:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> GDriveSource:
+    def from_settings(cls, values: Mapping[str, Any], context: SourceContext | None = None) -> GDriveSource:
         folder: FolderRef = values["GDRIVE_FOLDER"]
+        context = context or SourceContext()
         return cls(
             folder.id, values["GDRIVE_API_KEY"], recursive=values.get("GDRIVE_RECURSIVE", True),
             resource_key=values.get("GDRIVE_RESOURCE_KEY") or folder.resource_key,
-            api_base=values.get("GDRIVE_API_BASE") or DEFAULT_API_BASE,
+            api_base=values.get("GDRIVE_API_BASE") or DEFAULT_API_BASE, timeout=context.http_timeout,
         )
 
     def __repr__(self) -> str:
@@ -177,7 +178,7 @@ class GDriveSource:
 
     def list(self, prefix: str = "") -> Iterator[Entry]:
         """Breadth first, one folder's pages at a time (each page retried on its own); subfolders wait in a
-        queue of ids, so memory grows with the number of folders, never with the number of files."""
+        queue of ids, so memory holds the folders and the names of one folder, never every file."""
         self._check_root()  # an unreadable folder lists as empty: it must not read as "everything is gone"
         if "/" in prefix and not self.recursive:
             return
@@ -236,11 +237,11 @@ class GDriveSource:
                 raise self._error(response, what)
             data = response.json()
         except (ValueError, requests.RequestException) as exc:
-            raise _network_error(exc, "an unreadable answer") from None
+            raise _network_error(exc, "Google Drive sent an unreadable answer") from None
         finally:
             response.close()
         if not isinstance(data, dict):
-            raise _network_error(None, "an unreadable answer")
+            raise _network_error(None, "Google Drive sent an unreadable answer")
         return data
 
     def _error(self, response: requests.Response, what: str) -> SourceError:
@@ -259,7 +260,7 @@ class GDriveSource:
             return _transient(f"Google Drive failed reading {what} ({detail})", ErrorClass.SERVER)
         if reason in QUOTA_REASONS:
             return _transient(f"Google Drive quota reached reading {what} ({detail})", ErrorClass.RATE_LIMITED)
-        if reason in KEY_REASONS or status == 401 or (status == 403 and "API key" in message):
+        if reason in KEY_REASONS or status == 401 or (status == 403 and "api key" in message.lower()):
             err = _transient(f"Google Drive refused the API key ({detail})", ErrorClass.CLIENT)
             err.stops_destination = True  # type: ignore[attr-defined]  # the whole source, not this file
             return err

@@ -1,19 +1,19 @@
 """The s3 source under the conformance suite, on the session's moto server (the `s3` fixture of
 tests/conftest.py: a new bucket per test).
 
-Listing requests are counted with a botocore event hook on the case's own client. moto cannot
-answer with a scripted fault, so the store says `supports_faults = False` and the suite skips the
-error tests by that; botocore's standard retry mode is what covers transient errors on S3.
+The source is built from its settings, as `filesync` builds it; listing requests are counted with a
+botocore event hook on its client. moto cannot answer with a scripted fault, so the store says
+`supports_faults = False` and the suite skips the error tests by that.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import boto3
 import pytest
 
-from filesync.sources.s3 import S3Source, boto_config
+from filesync.settings import Environment
+from filesync.sources.s3 import S3Source
 from filesync.testing.source_conformance import SourceCase
 
 SECRET = "test-secret-value-0xS3"
@@ -44,11 +44,14 @@ def store(request: pytest.FixtureRequest) -> BucketStore:
 
 
 def make(store: BucketStore, *, page_size: int, broken: bool = False) -> S3Source:
-    client = boto3.client("s3", endpoint_url=store.server.endpoint, region_name=store.server.region,
-                          aws_access_key_id="test-key", aws_secret_access_key=SECRET, config=boto_config(pool=4))
-    client.meta.events.register("before-call.s3.ListObjectsV2", store.count_listing)
-    bucket = f"{store.server.bucket}-missing" if broken else store.server.bucket
-    return S3Source(client, bucket, page_size=page_size)
+    env = Environment({**store.server.env(), "SPACES_SECRET": SECRET}, env_file="/nonexistent")
+    values = env.resolve(S3Source.SETTINGS)
+    if broken:
+        values["SPACES_BUCKET"] = f"{store.server.bucket}-missing"
+    source = S3Source.from_settings(values)
+    source.page_size = page_size
+    source._client.meta.events.register("before-call.s3.ListObjectsV2", store.count_listing)
+    return source
 
 
 CASE = SourceCase(name="s3", store=store, make=make, secrets=lambda store: [SECRET])
