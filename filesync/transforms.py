@@ -1,0 +1,525 @@
+"""Fit, convert and compress an image on its way to one destination, with bounded memory.
+
+* `parse_transforms` reads FILESYNC_TRANSFORMS once at start (``cloudflare-images=fit;bunny=webp:q=80,max=2560``);
+  `spec_for` gives a sink its effective spec: Cloudflare Images fits by default, every other sink sends originals.
+* `plan` decides from what the pipeline already knows (MIME type, size, header dimensions) whether the original
+  can go as it is. It decodes nothing; most files stop here and reach the destination byte for byte.
+* `apply` decodes once, downscales to the largest size within the limits, makes it upright, and re-encodes into a
+  temporary file, lowering the quality step by step (then the size) until the byte limit is met. A file that
+  cannot be made to fit raises `TransformError`, which the pipeline parks with its reason.
+
+Choices:
+* Memory: large JPEGs are reduced while decoding (`draft`); the decoded source is freed once resized; all
+  transforms of the process share a `DecodeBudget`, so N transfer slots never hold N huge images at once.
+  Headers over `MAX_PIXELS` are refused before decoding (Pillow's own guard is raised to the same limit).
+* Formats: the source format is kept where the destination takes it and we can write it (JPEG, PNG, GIF, WebP,
+  AVIF). HEIC/HEIF become JPEG (PNG when they have alpha); TIFF and BMP become PNG. A PNG too big for the byte
+  limit becomes JPEG only when it has no alpha; with alpha it is downscaled instead. Profiles do not apply to
+  GIFs (their frames are only fitted). Animated images keep every frame (GIF, APNG, WebP): resizing one holds
+  its resized frames at once, which the frame count times the area must keep under `MAX_PIXELS`.
+* Metadata: EXIF is kept, stripped, or kept without GPS (the default) on what we derive; orientation is applied
+  and reset to 1; XMP is dropped (it can carry GPS); the ICC colour profile is kept. Originals sent as they are
+  keep all of their bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import IO, Any, BinaryIO
+
+import pillow_heif
+from PIL import Image, features
+
+from filesync.errors import ErrorClass, Refused
+from filesync.model import Kind
+from filesync.sinks import Capabilities
+
+#: Pixels (width x height, times frames for animations) we agree to decode; larger headers are refused.
+MAX_PIXELS = 200_000_000
+#: Decoded bytes all transforms of this process may hold at once (see DecodeBudget).
+DECODE_BUDGET_BYTES = 1 << 30
+#: Outputs and non-seekable sources stay in memory up to this size, then go to a temporary file.
+SPOOL_BYTES = 8 << 20
+QUALITY_FLOOR, QUALITY_STEP = 50, 5
+#: After the quality floor, shrink by at most this much per side before giving up.
+MIN_SHRINK = 0.5
+
+pillow_heif.register_heif_opener()
+Image.init()
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's guard warns at 89.5 MP, under Cloudflare's own 100 MP
+
+JPEG, PNG, GIF, WEBP, AVIF = "image/jpeg", "image/png", "image/gif", "image/webp", "image/avif"
+_DECODERS = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF", WEBP: "WEBP", "image/tiff": "TIFF", "image/bmp": "BMP",
+             "image/x-ms-bmp": "BMP", "image/heic": "HEIF", "image/heif": "HEIF", AVIF: "AVIF"}
+_ENCODERS = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF", WEBP: "WEBP", AVIF: "AVIF"}
+_LOSSY = {JPEG, WEBP, AVIF}
+_LOSSLESS_SOURCES = {PNG, GIF, "image/tiff", "image/bmp", "image/x-ms-bmp"}
+_ANIMATED = {GIF, PNG, WEBP}
+_MAX_SIDE = {JPEG: 65_500, WEBP: 16_383, GIF: 65_535}
+_FORMAT_MIME = {"JPEG": JPEG, "MPO": JPEG, "PNG": PNG, "GIF": GIF, "WEBP": WEBP, "TIFF": "image/tiff",
+                "BMP": "image/bmp", "HEIF": "image/heif", "AVIF": AVIF}
+EXTENSIONS = {JPEG: ".jpg", PNG: ".png", GIF: ".gif", WEBP: ".webp", AVIF: ".avif"}
+_PROFILES = {"jpeg": JPEG, "png": PNG, "webp": WEBP, "avif": AVIF}
+_ALIASES = {"off": "none", "jpg": "jpeg"}
+_START_QUALITY = {JPEG: 85, WEBP: 80, AVIF: 65}  # profiles without q=; fit starts at 90
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+_ORIENTATION, _GPS_IFD = 0x0112, 0x8825
+#: TIFF tags describing the file's own layout, plus XMP, IPTC, Photoshop and ICC blocks: not EXIF to carry over.
+_TIFF_ONLY = {256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 338, 339, 700,
+              33723, 34377, 34675, 37724}
+_OPEN_FORMATS = sorted(f for f in {*_DECODERS.values(), "MPO"} if f in Image.OPEN)
+
+
+class TransformError(Refused):
+    """The image cannot be made acceptable to the destination (cannot fit, a bomb, undecodable): parked with
+    the reason, as a file the destination refuses."""
+
+    error_class = ErrorClass.INVALID
+
+
+class ExifPolicy(StrEnum):
+    KEEP = "keep"
+    STRIP = "strip"
+    STRIP_GPS = "strip-gps"
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """One destination's setting: `none`, `fit`, or a compression profile (an output format)."""
+
+    mode: str  # "none" | "fit" | "jpeg" | "png" | "webp" | "avif"
+    quality: int | None = None
+    max_side: int | None = None
+    exif: ExifPolicy = ExifPolicy.STRIP_GPS
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+    @property
+    def profile(self) -> str | None:
+        """The MIME type a compression profile writes; None for `none` and `fit`."""
+        return _PROFILES.get(self.mode)
+
+    def __str__(self) -> str:
+        opts = [f"q={self.quality}"] if self.quality is not None else []
+        opts += [f"max={self.max_side}"] if self.max_side is not None else []
+        opts += [f"exif={self.exif}"] if self.exif is not ExifPolicy.STRIP_GPS else []
+        return self.mode + (":" + ",".join(opts) if opts else "")
+
+
+NONE, FIT = TransformSpec("none"), TransformSpec("fit")
+#: What a sink gets when FILESYNC_TRANSFORMS does not name it.
+DEFAULTS = {"cloudflare-images": FIT}
+
+
+def parse_transforms(raw: str) -> dict[str, TransformSpec]:
+    """`SINK=SPEC;SINK=SPEC`, SPEC being `none|off|fit|jpeg|png|webp|avif` then `:q=N,max=PX,exif=keep|strip|strip-gps`.
+
+    Raises ValueError with a short reason; the settings layer names the variable.
+    """
+    specs: dict[str, TransformSpec] = {}
+    for part in filter(None, (p.strip() for p in raw.split(";"))):
+        name, sep, text = (s.strip() for s in part.partition("="))
+        if not sep or not name or not text:
+            raise ValueError(f"{part!r} is not SINK=TRANSFORM (e.g. cloudflare-images=fit)")
+        if name in specs:
+            raise ValueError(f"{name} is given twice")
+        try:
+            specs[name] = parse_spec(text)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return specs
+
+
+def parse_spec(text: str) -> TransformSpec:
+    head, colon, rest = (s.strip() for s in text.partition(":"))
+    mode = _ALIASES.get(head.lower(), head.lower())
+    if mode not in ("none", "fit", *_PROFILES):
+        raise ValueError(f"unknown transform {head!r} (known: none, off, fit, {', '.join(_PROFILES)})")
+    if mode == "avif" and not features.check("avif"):
+        raise ValueError("this Pillow build cannot write AVIF")
+    if mode == "none":
+        if colon:
+            raise ValueError(f"{head} takes no options")
+        return NONE
+    spec = TransformSpec(mode)
+    seen: set[str] = set()
+    for opt in rest.split(",") if colon else []:
+        key, eq, value = (s.strip() for s in opt.partition("="))
+        if key in seen:
+            raise ValueError(f"{key}= is given twice")
+        seen.add(key)
+        if key == "q" and eq and value.isdigit() and 1 <= int(value) <= 100:
+            if mode == "png":
+                raise ValueError("png is lossless: q= does not apply")
+            spec = replace(spec, quality=int(value))
+        elif key == "max" and eq and value.isdigit() and int(value) >= 16:
+            spec = replace(spec, max_side=int(value))
+        elif key == "exif" and value in tuple(ExifPolicy):
+            spec = replace(spec, exif=ExifPolicy(value))
+        elif key in ("q", "max", "exif"):
+            expected = {"q": "1 to 100", "max": "pixels, at least 16", "exif": "keep, strip or strip-gps"}[key]
+            raise ValueError(f"{key}={value!r}: expected {expected}")
+        else:
+            raise ValueError(f"unknown option {opt!r} (known: q=, max=, exif=)")
+    return spec
+
+
+def spec_for(sink_name: str, specs: dict[str, TransformSpec]) -> TransformSpec:
+    """The effective spec: the setting's, else the sink's default (`fit` for cloudflare-images), else none."""
+    return specs.get(sink_name, DEFAULTS.get(sink_name, NONE))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Why and into what an image will be derived; limits are the destination's, narrowed by `max=`."""
+
+    spec: TransformSpec
+    source_mime: str
+    target_mime: str
+    reasons: tuple[str, ...]
+    max_bytes: int | None
+    max_side: int | None
+    max_area: int | None
+    accepted: frozenset[str] | None  # None: any image
+    max_pixels: int = MAX_PIXELS
+
+    def accepts(self, mime: str) -> bool:
+        return self.accepted is None or mime in self.accepted
+
+
+def plan(spec: TransformSpec, mime: str, size: int, width: int | None, height: int | None,
+         capabilities: Capabilities, *, max_pixels: int = MAX_PIXELS) -> Plan | None:
+    """None when the original goes as it is; raises TransformError for a header over `max_pixels`."""
+    if not spec.enabled or mime not in _DECODERS or Kind.IMAGE not in capabilities.kinds:
+        return None
+    caps, reasons = capabilities, []
+    side = min((x for x in (caps.max_dimension, spec.max_side) if x is not None), default=None)
+    if caps.mimes is not None and mime not in caps.mimes:
+        reasons.append(f"{mime} is not accepted")
+    if caps.max_bytes is not None and size > caps.max_bytes:
+        reasons.append(f"{size} bytes is over {caps.max_bytes}")
+    if width and height and side is not None and max(width, height) > side:
+        reasons.append(f"{width}x{height} px is over {side} px per side")
+    if width and height and caps.max_area is not None and width * height > caps.max_area:
+        reasons.append(f"{width}x{height} px is over {caps.max_area} pixels")
+    profile = spec.profile if mime != GIF else None
+    if profile:
+        reasons.append(f"profile {spec}")
+    if not reasons:
+        return None
+    if width and height and width * height > max_pixels:
+        raise TransformError(_bomb(width, height, max_pixels))
+    if profile:
+        candidates = [profile]
+    else:
+        candidates = [mime] if mime in _ENCODERS and (mime != AVIF or features.check("avif")) else []
+        candidates += [PNG, JPEG, WEBP] if mime in _LOSSLESS_SOURCES else [JPEG, PNG, WEBP]
+    target = next((c for c in candidates if caps.mimes is None or c in caps.mimes), None)
+    if target is None:
+        raise TransformError(f"no format this destination accepts for {mime} (tried {', '.join(candidates)})")
+    return Plan(spec, mime, target, tuple(reasons), caps.max_bytes, side, caps.max_area, caps.mimes, max_pixels)
+
+
+def _bomb(width: int, height: int, limit: int, frames: int = 1) -> str:
+    what = f"{frames} frames of {width}x{height}" if frames > 1 else f"{width}x{height}"
+    return f"decompression bomb refused: {what} is {width * height * frames:,} pixels, over {limit:,}"
+
+
+class DecodeBudget:
+    """A weighted semaphore over decoded bytes, shared by the transfer slots of one process.
+
+    A transform waits until its estimate fits beside the others; one larger than the whole budget runs alone.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used, self.waiting = limit, 0, 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        with self._cond:
+            self.waiting += 1
+            self._cond.wait_for(lambda: self.used == 0 or self.used + nbytes <= self.limit)
+            self.waiting -= 1
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+
+DEFAULT_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES)
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    size: int
+    width: int
+    height: int
+    mime: str
+
+
+@dataclass(frozen=True)
+class Derived:
+    """The derived copy: `body` is seekable, at 0, `size` bytes long; close it (or use `with`) when sent."""
+
+    body: IO[bytes]
+    mime: str
+    size: int
+    width: int
+    height: int
+    original: ImageFacts
+    description: str  # e.g. "fit 13000x9000→12000x8308 jpeg q=90"
+
+    @property
+    def ext(self) -> str:
+        return EXTENSIONS[self.mime]
+
+    def close(self) -> None:
+        self.body.close()
+
+    def __enter__(self) -> Derived:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def apply(plan: Plan, source: BinaryIO, size: int, *, budget: DecodeBudget | None = DEFAULT_BUDGET) -> Derived:
+    """Derive the copy `plan` asks for from the whole of `source` (`size` bytes, the original)."""
+    with ExitStack() as stack:
+        if not source.seekable():
+            spool = stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_BYTES))
+            shutil.copyfileobj(source, spool, 1 << 20)
+            source = spool  # type: ignore[assignment]
+        try:
+            im = stack.enter_context(Image.open(source, formats=_OPEN_FORMATS))
+            return _derive(plan, im, size, budget or DecodeBudget(1 << 62))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise TransformError(f"decompression bomb refused: {exc}") from None
+        except OSError as exc:
+            if exc.errno is not None:  # the disk or the source, not the image: let the pipeline classify it
+                raise
+            raise TransformError(f"cannot decode {plan.source_mime}: {exc}") from None
+        except (ValueError, SyntaxError, EOFError) as exc:
+            raise TransformError(f"cannot decode {plan.source_mime}: {exc}") from None
+
+
+def _derive(plan: Plan, im: Image.Image, size: int, budget: DecodeBudget) -> Derived:
+    width, height = im.size
+    frames = getattr(im, "n_frames", 1) if im.format in ("GIF", "PNG", "WEBP") else 1
+    if width * height * frames > plan.max_pixels:
+        raise TransformError(_bomb(width, height, plan.max_pixels, frames))
+    orientation = int(im.getexif().get(_ORIENTATION, 1)) if im.format != "GIF" else 1
+    exif = _exif(im, plan.spec.exif)
+    icc = im.info.get("icc_profile")
+    alpha = im.has_transparency_data
+    target = plan.target_mime
+    if target == JPEG and alpha and not plan.spec.profile and plan.accepts(PNG):
+        target = PNG
+    if frames > 1 and target not in _ANIMATED:
+        source = _FORMAT_MIME.get(im.format or "", "")
+        if source not in _ENCODERS or not plan.accepts(source):
+            raise TransformError(f"an animated {im.format} cannot become {target}")
+        target = source
+    side = min(x for x in (plan.max_side, _MAX_SIDE.get(target, 1 << 30)) if x is not None)
+    tw, th = _fit(width, height, side, plan.max_area)
+    if frames * tw * th > plan.max_pixels:
+        raise TransformError(f"an animation of {frames} frames at {tw}x{th} is over {plan.max_pixels:,} pixels")
+    timing = _timing(im, frames)
+    if im.format in ("JPEG", "MPO") and frames == 1:
+        im.draft(None, (tw, th))  # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below the target size
+    per_pixel = 1 if im.mode in ("1", "L", "P") else 4
+    cost = im.size[0] * im.size[1] * per_pixel + frames * tw * th * 4
+    out: IO[bytes] = tempfile.SpooledTemporaryFile(SPOOL_BYTES)
+    try:
+        with budget.hold(cost):
+            if frames > 1:
+                pictures = [_resized(im.convert("RGBA"), tw, th) for _ in _seek_all(im, frames)]
+            else:
+                im.load()
+                pictures = [_upright(_resized(_working(im), tw, th), orientation)]
+            tries = _attempts(target, alpha, plan, resized=(tw, th) != (width, height))
+            mime, quality, shrink = _encode(pictures, tries, plan, _Meta(exif, icc, timing), out)
+            final = pictures[0].size
+            del pictures
+    except BaseException:
+        out.close()
+        raise
+    nbytes = out.tell()
+    out.seek(0)
+    described = [plan.spec.mode, f"{width}x{height}→{final[0]}x{final[1]}" if (width, height) != final else
+                 f"{width}x{height}"]
+    source_fmt = _FORMAT_MIME.get(im.format or "", plan.source_mime)
+    described.append(_short(mime) if source_fmt == mime else f"{_short(source_fmt)}→{_short(mime)}")
+    described += [f"q={quality}"] if quality is not None else []
+    described += [f"{frames} frames"] if frames > 1 else []
+    described += ["upright"] if orientation in _TRANSPOSE else []
+    described += [f"shrunk x{shrink:.2f} to fit {plan.max_bytes} bytes"] if shrink < 1 else []
+    return Derived(out, mime, nbytes, final[0], final[1], ImageFacts(size, width, height, plan.source_mime),
+                   " ".join(described))
+
+
+def _short(mime: str) -> str:
+    return mime.split("/")[-1].removeprefix("x-")
+
+
+def _seek_all(im: Image.Image, frames: int) -> Iterator[int]:
+    for n in range(frames):
+        im.seek(n)
+        yield n
+
+
+def _timing(im: Image.Image, frames: int) -> dict[str, Any]:
+    """Frame durations and loop count of an animation, read before its frames are re-made."""
+    if frames == 1:
+        return {}
+    durations = [int(im.info.get("duration", 100)) for _ in _seek_all(im, frames)]
+    im.seek(0)
+    timing: dict[str, Any] = {"save_all": True, "duration": durations}
+    if "loop" in im.info:  # absent: play once
+        timing["loop"] = int(im.info["loop"])
+    return timing
+
+
+def _fit(width: int, height: int, side: int | None, area: int | None) -> tuple[int, int]:
+    """The largest size of the same aspect within `side` px per side and `area` pixels."""
+    scale = min(1.0, side / max(width, height) if side else 1.0, math.sqrt(area / (width * height)) if area else 1.0)
+    if scale >= 1.0:
+        return width, height
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    while (side and max(w, h) > side) or (area and w * h > area):
+        w, h = (w - 1, h) if w >= h and w > 1 else (w, h - 1)
+    return w, h
+
+
+def _working(im: Image.Image) -> Image.Image:
+    """A mode that resamples well (palette, 1-bit and 16-bit images are converted)."""
+    if im.mode in ("RGB", "RGBA", "L", "LA", "CMYK"):
+        return im
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        return im.convert("I").point(lambda v: v / 256).convert("L")
+    return im.convert("RGBA" if im.has_transparency_data else "RGB" if im.mode != "1" else "L")
+
+
+def _resized(im: Image.Image, width: int, height: int) -> Image.Image:
+    if im.size == (width, height):
+        return im
+    smaller = im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    im.close()  # frees the decoded source before the next step allocates
+    return smaller
+
+
+def _upright(im: Image.Image, orientation: int) -> Image.Image:
+    if orientation not in _TRANSPOSE:
+        return im
+    turned = im.transpose(_TRANSPOSE[orientation])
+    im.close()
+    return turned
+
+
+def _exif(im: Image.Image, policy: ExifPolicy) -> bytes | None:
+    if policy is ExifPolicy.STRIP or im.format == "GIF":
+        return None
+    exif = im.getexif()
+    for tag in _TIFF_ONLY & set(exif) if im.format == "TIFF" else ():
+        del exif[tag]
+    if _ORIENTATION in exif:
+        exif[_ORIENTATION] = 1  # the pixels are turned upright
+    if policy is ExifPolicy.STRIP_GPS and _GPS_IFD in exif:
+        del exif[_GPS_IFD]
+    return exif.tobytes() if len(exif) else None
+
+
+def _attempts(target: str, alpha: bool, plan: Plan, *, resized: bool) -> list[tuple[str, int | None]]:
+    """(format, quality) tries at one size, lightest last; quality None: lossless, 0: lossless optimised."""
+    def lossy(mime: str) -> list[tuple[str, int | None]]:
+        start = plan.spec.quality or (_START_QUALITY[mime] if plan.spec.profile else 90)
+        return [(mime, q) for q in range(start, min(start, QUALITY_FLOOR) - 1, -QUALITY_STEP)]
+
+    if target in _LOSSY:
+        return lossy(target)
+    if target != PNG:
+        return [(target, None)]
+    tries: list[tuple[str, int | None]] = [(PNG, None)] if resized or plan.source_mime != PNG else []
+    tries.append((PNG, 0))
+    if not alpha and plan.spec.profile != PNG and plan.accepts(JPEG):
+        tries += lossy(JPEG)
+    return tries
+
+
+@dataclass(frozen=True)
+class _Meta:
+    exif: bytes | None
+    icc: bytes | None
+    timing: dict[str, Any]
+
+
+def _encode(pictures: list[Image.Image], tries: list[tuple[str, int | None]], plan: Plan, meta: _Meta,
+            out: IO[bytes]) -> tuple[str, int | None, float]:
+    """Write the first try that fits `plan.max_bytes`; past the lightest, shrink and write that one again."""
+    shrink, limit = 1.0, plan.max_bytes if plan.max_bytes is not None else math.inf
+    while True:
+        for mime, quality in tries:
+            out.seek(0)
+            out.truncate()
+            _save(pictures, mime, quality, meta, out)
+            if out.tell() <= limit:
+                return mime, quality or None, shrink
+        factor = min(0.9, math.sqrt(limit / out.tell()) * 0.95)
+        if shrink * factor < MIN_SHRINK:
+            w, h = pictures[0].size
+            raise TransformError(f"cannot fit {plan.max_bytes} bytes: {out.tell()} bytes as {_short(mime)} "
+                                 f"at {w}x{h}{f' q={quality}' if quality else ''}, and smaller than x{MIN_SHRINK} "
+                                 "is not tried")
+        shrink *= factor
+        for i, picture in enumerate(pictures):
+            w, h = picture.size
+            pictures[i] = _resized(picture, max(1, round(w * factor)), max(1, round(h * factor)))
+        tries = tries[-1:]
+
+
+def _save(pictures: list[Image.Image], mime: str, quality: int | None, meta: _Meta, out: IO[bytes]) -> None:
+    first = _for_encoder(pictures[0], mime)
+    first.info = {}  # only what is passed below is written (Pillow < 11 fell back to info's EXIF and XMP)
+    params: dict[str, Any] = {}
+    if meta.exif and mime != GIF:
+        params["exif"] = meta.exif
+    if meta.icc and mime != GIF:
+        params["icc_profile"] = meta.icc
+    if mime in _LOSSY:
+        params["quality"] = quality
+    elif mime == PNG and quality == 0:
+        params["optimize"] = True
+    if meta.timing:
+        params.update(meta.timing, append_images=[_for_encoder(p, mime) for p in pictures[1:]])
+    first.save(out, _ENCODERS[mime], **params)
+
+
+_ENCODER_MODES = {JPEG: ("L", "RGB", "CMYK"), PNG: ("L", "LA", "RGB", "RGBA"), GIF: ("L", "P", "RGB", "RGBA"),
+                  WEBP: ("RGB", "RGBA"), AVIF: ("RGB", "RGBA")}
+
+
+def _for_encoder(im: Image.Image, mime: str) -> Image.Image:
+    """`im` in a mode the encoder writes; alpha is flattened onto white for JPEG."""
+    if im.mode in _ENCODER_MODES[mime]:
+        return im
+    if mime == JPEG and im.mode in ("RGBA", "LA"):
+        flat = Image.new(im.mode[0] if im.mode == "LA" else "RGB", im.size, "white")
+        flat.paste(im, mask=im.getchannel("A"))
+        return flat
+    return im.convert("RGBA" if "A" in im.mode else "RGB")
