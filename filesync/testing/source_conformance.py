@@ -79,6 +79,12 @@ def list_calls(store: Any) -> int | None:
     return counter() if callable(counter) else None
 
 
+def faults_served(store: Any) -> int | None:
+    """Requests the store answered with an injected fault (FakeService's request log), None if it keeps none."""
+    log = getattr(store, "requests", None)
+    return sum(1 for r in log if getattr(r, "fault", None)) if isinstance(log, list) else None
+
+
 def read_all(source: Source, key: str, offset: int = 0) -> bytes:
     with source.open(key, offset) as body:
         chunks = []
@@ -280,6 +286,7 @@ class SourceConformance:
         store.put("flaky.jpg", data, "image/jpeg")
         for status in case.transient_statuses:
             for read in (lambda: source.stat("flaky.jpg").size, lambda: read_all(source, "flaky.jpg", 100)):
+                served = faults_served(store)
                 store.fail_next(status)
                 try:
                     first = read()
@@ -287,9 +294,11 @@ class SourceConformance:
                     assert is_transient(exc), f"HTTP {status} must be transient, got {exc!r}"
                     assert_no_secret(exc, case.secrets(store))
                     first = read()
-                else:  # ...or retried inside the driver (botocore)
+                else:  # ...or retried inside the driver
                     pass
                 assert first in (len(data), data[100:]), status
+                if served is not None:
+                    assert faults_served(store) == served + 1, "the injected fault was never served"
 
     def test_listing_survives_a_transient_error(self, case: SourceCase, source: Source,
                                                 store: SourceStore) -> None:
@@ -298,18 +307,24 @@ class SourceConformance:
         objects = self._seed_tree(store, PAGE * 3)
         listing = source.list()
         keys = [next(listing).key]
+        served = faults_served(store)
         store.fail_next(case.transient_statuses[0])
         keys += [e.key for e in listing]
         assert sorted(keys) == sorted(objects)
+        if served is not None:
+            assert faults_served(store) == served + 1, "the listing asked for no page after the first"
 
     def test_permanent_error(self, case: SourceCase, source: Source, store: SourceStore) -> None:
         self._need_faults(store)
         store.put("refused.jpg", b"bytes", "image/jpeg")
         for status in case.permanent_statuses:
             # The fault stays for a few requests: drivers may re-send once on their own.
+            served = faults_served(store)
             store.fail_next(status, times=3)
             with pytest.raises(SourceError) as caught:
                 source.stat("refused.jpg")
+            if served is not None:
+                assert (faults_served(store) or 0) > served, "the injected fault was never served"
             assert not caught.value.transient, f"HTTP {status} must be permanent, got {caught.value!r}"
             assert str(caught.value).strip()
             assert_no_secret(caught.value, case.secrets(store))
