@@ -9,6 +9,7 @@ from datetime import datetime
 from urllib.parse import parse_qs
 
 import pytest
+import requests
 
 from filesync.errors import ConfigError, ErrorClass, SourceError, SourceNotFound, SourceRefused, SourceUnavailable
 from filesync.http import Pacer
@@ -391,3 +392,29 @@ def test_entries_are_immutable_records() -> None:
     with pytest.raises(AttributeError):
         entry.size = 2  # type: ignore[misc]
     assert hash(entry) == hash(Entry(key="a.jpg", size=1, metadata={}))
+
+
+def test_the_fake_answers_like_drive(drive: FakeDrive) -> None:
+    """What the source relies on in the fake, asked directly over HTTP (the fake's own contract)."""
+    for i in range(3):
+        drive.add_file(f"{i}.jpg", image(i))
+    url = f"{drive.url}/drive/v3/files"
+    base = {"q": f"'{drive.root_id}' in parents and trashed = false", "pageSize": "2", "key": drive.api_key}
+    with requests.Session() as http:
+        silent = http.get(url, params={**base, "fields": "files(id, name)"}, timeout=10).json()
+        assert len(silent["files"]) == 2 and "nextPageToken" not in silent, "no token unless fields names it"
+        named = http.get(url, params={**base, "fields": "nextPageToken, files(id)"}, timeout=10).json()
+        assert set(named) == {"nextPageToken", "files"} and set(named["files"][0]) == {"id"}
+        rest = http.get(url, params={**base, "pageToken": named["nextPageToken"]}, timeout=10).json()
+        assert len(rest["files"]) == 1 and "nextPageToken" not in rest
+        assert set(rest["files"][0]) == {"kind", "id", "name", "mimeType"}, "files.list's default fields"
+        too_big = http.get(url, params={**base, "pageSize": "1001"}, timeout=10)
+        assert too_big.status_code == 400 and too_big.json()["error"]["errors"][0]["reason"] == "invalid"
+        for params, status in (({**base, "key": ""}, 403), ({**base, "key": "AIzaWrong"}, 400)):
+            refused = http.get(url, params=params, timeout=10)
+            error = refused.json()["error"]
+            assert refused.status_code == error["code"] == status
+            assert {"reason", "domain", "message"} <= set(error["errors"][0])
+        media = http.get(f"{url}/{named['files'][0]['id']}", params={"alt": "media", "key": drive.api_key},
+                         headers={"Range": "bytes=2-5"}, timeout=10)
+        assert media.status_code == 206 and media.headers["Content-Range"].startswith("bytes 2-5/")
