@@ -19,15 +19,15 @@ HEADER = """\
 # filesync settings. Copy to .env and fill in what your routes need; the environment wins over this file.
 # Generated from the declared settings by `python -m filesync.settings_doc env > .env.example`.
 # Lines left commented keep their default (shown). Secrets are marked; never commit a filled-in .env.
-# docker-compose.yml sets DATABASE_URL itself, pointing at its postgres service.
+# docker compose hands this file to filesync as it is: DATABASE_URL is your app's database, where the
+# "File" table lives (to try filesync on a bundled database instead, see POSTGRES_PASSWORD at the end).
 """
 
 COMPOSE = """\
 # --- docker compose (read by docker-compose.yml, not by filesync) ----------------------------------------
-# Password of the bundled postgres service (also used in the DATABASE_URL compose gives filesync).
-POSTGRES_PASSWORD=change-me
-# POSTGRES_USER=filesync
-# POSTGRES_DB=filesync
+# Password of the bundled PostgreSQL, started only by `docker compose --profile local-db up -d`, for trying
+# filesync out. With it, set DATABASE_URL=postgresql://filesync:<POSTGRES_PASSWORD>@postgres:5432/filesync
+# POSTGRES_PASSWORD=change-me
 # Host address:port publishing /healthz and /metrics.
 # FILESYNC_HTTP_PUBLISH=127.0.0.1:9090
 """
