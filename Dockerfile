@@ -16,12 +16,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # A fixed, unprivileged uid so files on the mounted ./logs are owned predictably on the host. The
 # container starts as root only for the entrypoint to hand the log folder to this user; every command
-# then runs as this user (docker/entrypoint.sh, setpriv).
+# then runs as this user (docker/entrypoint.sh, with setpriv from util-linux: checked here, since the
+# entrypoint cannot work without it).
 RUN groupadd --system --gid 10001 filesync \
  && useradd --system --uid 10001 --gid filesync --home-dir /var/lib/filesync --no-create-home \
         --shell /usr/sbin/nologin filesync \
  && mkdir -p /var/log/filesync /var/lib/filesync /etc/filesync \
- && chown filesync:filesync /var/log/filesync /var/lib/filesync
+ && chown filesync:filesync /var/log/filesync /var/lib/filesync \
+ && setpriv --version
 
 # supercronic runs the crontab for `filesync-entrypoint cron`: a pinned release, checked against the
 # SHA-1 sums published with it; a download that does not match fails the build.

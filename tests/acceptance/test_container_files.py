@@ -62,6 +62,7 @@ def test_dockerfile_hands_every_command_to_a_non_root_user_created_in_the_image(
     assert dockerfile.envs["FILESYNC_LOG_DIR"] == str(Path(dockerfile.envs["FILESYNC_LOG_FILE"]).parent)
     runs = " ".join(_instructions(dockerfile, "RUN"))
     assert f"--uid {uid}" in runs and f"--gid {uid}" in runs
+    assert "setpriv --version" in runs  # the build fails on a base image without it, not the container
     assert _exec_form(_instructions(dockerfile, "ENTRYPOINT")[-1]) == ["filesync-entrypoint"]
     assert "docker/entrypoint.sh /usr/local/bin/filesync-entrypoint" in " ".join(_instructions(dockerfile, "COPY"))
 
