@@ -25,6 +25,7 @@ Choices:
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -50,11 +51,18 @@ SPOOL_BYTES = 8 << 20
 QUALITY_FLOOR, QUALITY_STEP = 50, 5
 #: After the quality floor, shrink by at most this much per side before giving up.
 MIN_SHRINK = 0.5
+#: Outputs larger than this are resized in bands of rows, so no full-width intermediate is held beside them.
+BAND_PIXELS, BAND_ROWS = 4_000_000, 512
 
 pillow_heif.register_heif_opener()
 Image.init()
 if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's guard warns at 89.5 MP, under Cloudflare's own 100 MP
+if "PILLOW_BLOCK_SIZE" not in os.environ:
+    # Pillow allocates pixels in 16 MiB blocks; glibc serves those from per-thread arenas that keep freed memory,
+    # so four threads ended up holding four images' worth after each had freed its own (bench/transform_memory.py).
+    # Blocks over glibc's largest mmap threshold (32 MiB) are mapped and unmapped, and go back to the system.
+    Image.core.set_block_size(64 << 20)  # type: ignore[attr-defined]
 
 JPEG, PNG, GIF, WEBP, AVIF = "image/jpeg", "image/png", "image/gif", "image/webp", "image/avif"
 _DECODERS = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF", WEBP: "WEBP", "image/tiff": "TIFF", "image/bmp": "BMP",
@@ -344,7 +352,8 @@ def _derive(plan: Plan, im: Image.Image, size: int, budget: DecodeBudget) -> Der
     if im.format in ("JPEG", "MPO") and frames == 1:
         im.draft(None, (tw, th))  # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below the target size
     per_pixel = 1 if im.mode in ("1", "L", "P") else 4
-    cost = im.size[0] * im.size[1] * per_pixel + frames * tw * th * 4
+    # the decoded source and its resized copy; with alpha, Pillow resizes a premultiplied copy of each
+    cost = (im.size[0] * im.size[1] * per_pixel + frames * tw * th * 4) * (2 if alpha else 1)
     out: IO[bytes] = tempfile.SpooledTemporaryFile(SPOOL_BYTES)
     try:
         with budget.hold(cost):
@@ -419,9 +428,25 @@ def _working(im: Image.Image) -> Image.Image:
 def _resized(im: Image.Image, width: int, height: int) -> Image.Image:
     if im.size == (width, height):
         return im
-    smaller = im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if width * height > BAND_PIXELS and im.mode in ("RGB", "L", "CMYK"):  # alpha: Pillow premultiplies a copy
+        smaller = _banded(im, width, height, BAND_ROWS)
+    else:
+        smaller = im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
     im.close()  # frees the decoded source before the next step allocates
     return smaller
+
+
+def _banded(im: Image.Image, width: int, height: int, rows: int) -> Image.Image:
+    """`im.resize` a band of rows at a time: Pillow's two-pass resampling otherwise holds a full-width
+    intermediate as large as the output beside the source and the output."""
+    out = Image.new(im.mode, (width, height))
+    scale = im.height / height
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        with im.resize((width, bottom - top), Image.Resampling.LANCZOS, (0, top * scale, im.width, bottom * scale),
+                       reducing_gap=3.0) as band:
+            out.paste(band, (0, top))
+    return out
 
 
 def _upright(im: Image.Image, orientation: int) -> Image.Image:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pillow_heif
 import pytest
-from PIL import Image, ImageSequence, features
+from PIL import Image, ImageChops, ImageSequence, features
 
 from filesync.errors import ErrorClass, Refused, classify
 from filesync.model import Kind
@@ -26,6 +26,7 @@ from filesync.transforms import (
     ExifPolicy,
     TransformError,
     TransformSpec,
+    _banded,
     apply,
     parse_spec,
     parse_transforms,
@@ -425,6 +426,16 @@ def test_16_bit_grey_is_scaled_not_clipped() -> None:
     with derive(parse_spec("fit:max=32"), encode(Image.new("I;16", (64, 64), 40_000), "PNG"), "image/png", ANY) as d:
         out = opened(d)
         assert (d.width, out.mode) == (32, "L") and out.getpixel((16, 16)) == 40_000 // 256
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_resizing_in_bands_matches_resizing_whole(mode: str) -> None:
+    size, target = (1999, 1333), (1234, 823)
+    im = Image.frombytes(mode, size, os.urandom(size[0] * size[1] * len(mode)))
+    whole = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    banded = _banded(im, *target, 100)
+    assert banded.size == target and banded.mode == mode
+    assert max(ImageChops.difference(whole, banded).tobytes()) <= 1  # float rounding only: no seams
 
 
 @pytest.mark.timeout(60)  # a broken budget would wait forever: fail instead
