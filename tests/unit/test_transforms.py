@@ -26,13 +26,13 @@ from filesync.transforms import (
     ExifPolicy,
     TransformError,
     TransformSpec,
-    _banded,
     apply,
     parse_spec,
     parse_transforms,
     plan,
     spec_for,
 )
+from filesync.transforms.images import _banded
 
 pillow_heif.register_heif_opener()
 

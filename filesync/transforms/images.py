@@ -1,26 +1,4 @@
-"""Fit, convert and compress an image on its way to one destination, with bounded memory.
-
-* `parse_transforms` reads FILESYNC_TRANSFORMS once at start (``cloudflare-images=fit;bunny=webp:q=80,max=2560``);
-  `spec_for` gives a sink its effective spec: Cloudflare Images fits by default, every other sink sends originals.
-* `plan` decides from what the pipeline already knows (MIME type, size, header dimensions) whether the original
-  can go as it is. It decodes nothing; most files stop here and reach the destination byte for byte.
-* `apply` decodes once, downscales to the largest size within the limits, makes it upright, and re-encodes into a
-  temporary file, lowering the quality step by step (then the size) until the byte limit is met. A file that
-  cannot be made to fit raises `TransformError`, which the pipeline parks with its reason.
-
-Choices:
-* Memory: large JPEGs are reduced while decoding (`draft`); the decoded source is freed once resized; all
-  transforms of the process share a `DecodeBudget`, so N transfer slots never hold N huge images at once.
-  Headers over `MAX_PIXELS` are refused before decoding (Pillow's own guard is raised to the same limit).
-* Formats: the source format is kept where the destination takes it and we can write it (JPEG, PNG, GIF, WebP,
-  AVIF). HEIC/HEIF become JPEG (PNG when they have alpha); TIFF and BMP become PNG. A PNG too big for the byte
-  limit becomes JPEG only when it has no alpha; with alpha it is downscaled instead. Profiles do not apply to
-  GIFs (their frames are only fitted). Animated images keep every frame (GIF, APNG, WebP): resizing one holds
-  its resized frames at once, which the frame count times the area must keep under `MAX_PIXELS`.
-* Metadata: EXIF is kept, stripped, or kept without GPS (the default) on what we derive; orientation is applied
-  and reset to 1; XMP is dropped (it can carry GPS); the ICC colour profile is kept. Originals sent as they are
-  keep all of their bytes.
-"""
+"""Derive the copy a plan asks for: decode once, resize, turn upright, re-encode until it fits."""
 
 from __future__ import annotations
 
@@ -31,19 +9,27 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 import pillow_heif
-from PIL import Image, features
+from PIL import Image
 
-from filesync.errors import ErrorClass, Refused
-from filesync.model import Kind
-from filesync.sinks import Capabilities
+from filesync.transforms.plans import (
+    AVIF,
+    DECODERS,
+    ENCODERS,
+    GIF,
+    JPEG,
+    MAX_PIXELS,
+    PNG,
+    WEBP,
+    Plan,
+    TransformError,
+    bomb_reason,
+)
+from filesync.transforms.spec import ExifPolicy
 
-#: Pixels (width x height, times frames for animations) we agree to decode; larger headers are refused.
-MAX_PIXELS = 200_000_000
 #: Decoded bytes all transforms of this process may hold at once (see DecodeBudget).
 DECODE_BUDGET_BYTES = 1 << 30
 #: Outputs and non-seekable sources stay in memory up to this size, then go to a temporary file.
@@ -64,19 +50,12 @@ if "PILLOW_BLOCK_SIZE" not in os.environ:
     # Blocks over glibc's largest mmap threshold (32 MiB) are mapped and unmapped, and go back to the system.
     Image.core.set_block_size(64 << 20)  # type: ignore[attr-defined]
 
-JPEG, PNG, GIF, WEBP, AVIF = "image/jpeg", "image/png", "image/gif", "image/webp", "image/avif"
-_DECODERS = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF", WEBP: "WEBP", "image/tiff": "TIFF", "image/bmp": "BMP",
-             "image/x-ms-bmp": "BMP", "image/heic": "HEIF", "image/heif": "HEIF", AVIF: "AVIF"}
-_ENCODERS = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF", WEBP: "WEBP", AVIF: "AVIF"}
 _LOSSY = {JPEG, WEBP, AVIF}
-_LOSSLESS_SOURCES = {PNG, GIF, "image/tiff", "image/bmp", "image/x-ms-bmp"}
 _ANIMATED = {GIF, PNG, WEBP}
 _MAX_SIDE = {JPEG: 65_500, WEBP: 16_383, GIF: 65_535}
 _FORMAT_MIME = {"JPEG": JPEG, "MPO": JPEG, "PNG": PNG, "GIF": GIF, "WEBP": WEBP, "TIFF": "image/tiff",
                 "BMP": "image/bmp", "HEIF": "image/heif", "AVIF": AVIF}
 EXTENSIONS = {JPEG: ".jpg", PNG: ".png", GIF: ".gif", WEBP: ".webp", AVIF: ".avif"}
-_PROFILES = {"jpeg": JPEG, "png": PNG, "webp": WEBP, "avif": AVIF}
-_ALIASES = {"off": "none", "jpg": "jpeg"}
 _START_QUALITY = {JPEG: 85, WEBP: 80, AVIF: 65}  # profiles without q=; fit starts at 90
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -85,164 +64,9 @@ _ORIENTATION, _GPS_IFD = 0x0112, 0x8825
 #: TIFF tags describing the file's own layout, plus XMP, IPTC, Photoshop and ICC blocks: not EXIF to carry over.
 _TIFF_ONLY = {256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 338, 339, 700,
               33723, 34377, 34675, 37724}
-_OPEN_FORMATS = sorted(f for f in {*_DECODERS.values(), "MPO"} if f in Image.OPEN)
+_OPEN_FORMATS = sorted(f for f in {*DECODERS.values(), "MPO"} if f in Image.OPEN)
 
 
-class TransformError(Refused):
-    """The image cannot be made acceptable to the destination (cannot fit, a bomb, undecodable): parked with
-    the reason, as a file the destination refuses."""
-
-    error_class = ErrorClass.INVALID
-
-
-class ExifPolicy(StrEnum):
-    KEEP = "keep"
-    STRIP = "strip"
-    STRIP_GPS = "strip-gps"
-
-
-@dataclass(frozen=True)
-class TransformSpec:
-    """One destination's setting: `none`, `fit`, or a compression profile (an output format)."""
-
-    mode: str  # "none" | "fit" | "jpeg" | "png" | "webp" | "avif"
-    quality: int | None = None
-    max_side: int | None = None
-    exif: ExifPolicy = ExifPolicy.STRIP_GPS
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "none"
-
-    @property
-    def profile(self) -> str | None:
-        """The MIME type a compression profile writes; None for `none` and `fit`."""
-        return _PROFILES.get(self.mode)
-
-    def __str__(self) -> str:
-        opts = [f"q={self.quality}"] if self.quality is not None else []
-        opts += [f"max={self.max_side}"] if self.max_side is not None else []
-        opts += [f"exif={self.exif}"] if self.exif is not ExifPolicy.STRIP_GPS else []
-        return self.mode + (":" + ",".join(opts) if opts else "")
-
-
-NONE, FIT = TransformSpec("none"), TransformSpec("fit")
-#: What a sink gets when FILESYNC_TRANSFORMS does not name it.
-DEFAULTS = {"cloudflare-images": FIT}
-
-
-def parse_transforms(raw: str) -> dict[str, TransformSpec]:
-    """`SINK=SPEC;SINK=SPEC`, SPEC being `none|off|fit|jpeg|png|webp|avif` then `:q=N,max=PX,exif=keep|strip|strip-gps`.
-
-    Raises ValueError with a short reason; the settings layer names the variable.
-    """
-    specs: dict[str, TransformSpec] = {}
-    for part in filter(None, (p.strip() for p in raw.split(";"))):
-        name, sep, text = (s.strip() for s in part.partition("="))
-        if not sep or not name or not text:
-            raise ValueError(f"{part!r} is not SINK=TRANSFORM (e.g. cloudflare-images=fit)")
-        if name in specs:
-            raise ValueError(f"{name} is given twice")
-        try:
-            specs[name] = parse_spec(text)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
-    return specs
-
-
-def parse_spec(text: str) -> TransformSpec:
-    head, colon, rest = (s.strip() for s in text.partition(":"))
-    mode = _ALIASES.get(head.lower(), head.lower())
-    if mode not in ("none", "fit", *_PROFILES):
-        raise ValueError(f"unknown transform {head!r} (known: none, off, fit, {', '.join(_PROFILES)})")
-    if mode == "avif" and not features.check("avif"):
-        raise ValueError("this Pillow build cannot write AVIF")
-    if mode == "none":
-        if colon:
-            raise ValueError(f"{head} takes no options")
-        return NONE
-    spec = TransformSpec(mode)
-    seen: set[str] = set()
-    for opt in rest.split(",") if colon else []:
-        key, eq, value = (s.strip() for s in opt.partition("="))
-        if key in seen:
-            raise ValueError(f"{key}= is given twice")
-        seen.add(key)
-        if key == "q" and eq and value.isdigit() and 1 <= int(value) <= 100:
-            if mode == "png":
-                raise ValueError("png is lossless: q= does not apply")
-            spec = replace(spec, quality=int(value))
-        elif key == "max" and eq and value.isdigit() and int(value) >= 16:
-            spec = replace(spec, max_side=int(value))
-        elif key == "exif" and value in tuple(ExifPolicy):
-            spec = replace(spec, exif=ExifPolicy(value))
-        elif key in ("q", "max", "exif"):
-            expected = {"q": "1 to 100", "max": "pixels, at least 16", "exif": "keep, strip or strip-gps"}[key]
-            raise ValueError(f"{key}={value!r}: expected {expected}")
-        else:
-            raise ValueError(f"unknown option {opt!r} (known: q=, max=, exif=)")
-    return spec
-
-
-def spec_for(sink_name: str, specs: dict[str, TransformSpec]) -> TransformSpec:
-    """The effective spec: the setting's, else the sink's default (`fit` for cloudflare-images), else none."""
-    return specs.get(sink_name, DEFAULTS.get(sink_name, NONE))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Why and into what an image will be derived; limits are the destination's, narrowed by `max=`."""
-
-    spec: TransformSpec
-    source_mime: str
-    target_mime: str
-    reasons: tuple[str, ...]
-    max_bytes: int | None
-    max_side: int | None
-    max_area: int | None
-    accepted: frozenset[str] | None  # None: any image
-    max_pixels: int = MAX_PIXELS
-
-    def accepts(self, mime: str) -> bool:
-        return self.accepted is None or mime in self.accepted
-
-
-def plan(spec: TransformSpec, mime: str, size: int, width: int | None, height: int | None,
-         capabilities: Capabilities, *, max_pixels: int = MAX_PIXELS) -> Plan | None:
-    """None when the original goes as it is; raises TransformError for a header over `max_pixels`."""
-    if not spec.enabled or mime not in _DECODERS or Kind.IMAGE not in capabilities.kinds:
-        return None
-    caps, reasons = capabilities, []
-    side = min((x for x in (caps.max_dimension, spec.max_side) if x is not None), default=None)
-    if caps.mimes is not None and mime not in caps.mimes:
-        reasons.append(f"{mime} is not accepted")
-    if caps.max_bytes is not None and size > caps.max_bytes:
-        reasons.append(f"{size} bytes is over {caps.max_bytes}")
-    if width and height and side is not None and max(width, height) > side:
-        reasons.append(f"{width}x{height} px is over {side} px per side")
-    if width and height and caps.max_area is not None and width * height > caps.max_area:
-        reasons.append(f"{width}x{height} px is over {caps.max_area} pixels")
-    profile = spec.profile if mime != GIF else None
-    if profile:
-        reasons.append(f"profile {spec}")
-    if not reasons:
-        return None
-    if width and height and width * height > max_pixels:
-        raise TransformError(_bomb(width, height, max_pixels))
-    if profile:
-        candidates = [profile]
-    else:
-        candidates = [mime] if mime in _ENCODERS and (mime != AVIF or features.check("avif")) else []
-        candidates += [PNG, JPEG, WEBP] if mime in _LOSSLESS_SOURCES else [JPEG, PNG, WEBP]
-    target = next((c for c in candidates if caps.mimes is None or c in caps.mimes), None)
-    if target is None:
-        raise TransformError(f"no format this destination accepts for {mime} (tried {', '.join(candidates)})")
-    return Plan(spec, mime, target, tuple(reasons), caps.max_bytes, side, caps.max_area, caps.mimes, max_pixels)
-
-
-def _bomb(width: int, height: int, limit: int, frames: int = 1) -> str:
-    what = f"{frames} frames of {width}x{height}" if frames > 1 else f"{width}x{height}"
-    return f"decompression bomb refused: {what} is {width * height * frames:,} pixels, over {limit:,}"
 
 
 class DecodeBudget:
@@ -331,7 +155,7 @@ def _derive(plan: Plan, im: Image.Image, size: int, budget: DecodeBudget) -> Der
     width, height = im.size
     frames = getattr(im, "n_frames", 1) if im.format in ("GIF", "PNG", "WEBP") else 1
     if width * height * frames > plan.max_pixels:
-        raise TransformError(_bomb(width, height, plan.max_pixels, frames))
+        raise TransformError(bomb_reason(width, height, plan.max_pixels, frames))
     orientation = int(im.getexif().get(_ORIENTATION, 1)) if im.format != "GIF" else 1
     exif = _exif(im, plan.spec.exif)
     icc = im.info.get("icc_profile")
@@ -341,7 +165,7 @@ def _derive(plan: Plan, im: Image.Image, size: int, budget: DecodeBudget) -> Der
         target = PNG
     if frames > 1 and target not in _ANIMATED:
         source = _FORMAT_MIME.get(im.format or "", "")
-        if source not in _ENCODERS or not plan.accepts(source):
+        if source not in ENCODERS or not plan.accepts(source):
             raise TransformError(f"an animated {im.format} cannot become {target}")
         target = source
     side = min(x for x in (plan.max_side, _MAX_SIDE.get(target, 1 << 30)) if x is not None)
@@ -532,7 +356,7 @@ def _save(pictures: list[Image.Image], mime: str, quality: int | None, meta: _Me
         params["optimize"] = True
     if meta.timing:
         params.update(meta.timing, append_images=[_for_encoder(p, mime) for p in pictures[1:]])
-    first.save(out, _ENCODERS[mime], **params)
+    first.save(out, ENCODERS[mime], **params)
 
 
 _ENCODER_MODES = {JPEG: ("L", "RGB", "CMYK"), PNG: ("L", "LA", "RGB", "RGBA"), GIF: ("L", "P", "RGB", "RGBA"),
