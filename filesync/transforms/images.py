@@ -99,6 +99,8 @@ DEFAULT_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES)
 
 @dataclass(frozen=True)
 class ImageFacts:
+    """The original as the ledger records it: dimensions as stored (before EXIF orientation)."""
+
     size: int
     width: int
     height: int
@@ -159,10 +161,8 @@ def _derive(plan: Plan, im: Image.Image, size: int, budget: DecodeBudget) -> Der
     orientation = int(im.getexif().get(_ORIENTATION, 1)) if im.format != "GIF" else 1
     exif = _exif(im, plan.spec.exif)
     icc = im.info.get("icc_profile")
-    alpha = im.has_transparency_data
+    alpha = im.has_transparency_data  # may be all opaque: decided again once decoded
     target = plan.target_mime
-    if target == JPEG and alpha and not plan.spec.profile and plan.accepts(PNG):
-        target = PNG
     if frames > 1 and target not in _ANIMATED:
         source = _FORMAT_MIME.get(im.format or "", "")
         if source not in ENCODERS or not plan.accepts(source):
@@ -175,8 +175,9 @@ def _derive(plan: Plan, im: Image.Image, size: int, budget: DecodeBudget) -> Der
     timing = _timing(im, frames)
     if im.format in ("JPEG", "MPO") and frames == 1:
         im.draft(None, (tw, th))  # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below the target size
-    per_pixel = 1 if im.mode in ("1", "L", "P") else 4
-    # the decoded source and its resized copy; with alpha, Pillow resizes a premultiplied copy of each
+    # The decoded source (other modes get a 4-byte working copy) and its resized copy; with alpha, Pillow
+    # resizes a premultiplied copy of each.
+    per_pixel = {"L": 1, "RGB": 4, "RGBA": 4, "LA": 4, "CMYK": 4}.get(im.mode, 6)
     cost = (im.size[0] * im.size[1] * per_pixel + frames * tw * th * 4) * (2 if alpha else 1)
     out: IO[bytes] = tempfile.SpooledTemporaryFile(SPOOL_BYTES)
     try:
@@ -186,6 +187,9 @@ def _derive(plan: Plan, im: Image.Image, size: int, budget: DecodeBudget) -> Der
             else:
                 im.load()
                 pictures = [_upright(_resized(_working(im), tw, th), orientation)]
+            alpha = pictures[0].mode in ("RGBA", "LA") and pictures[0].getextrema()[-1][0] < 255  # type: ignore[index]
+            if target == JPEG and alpha and not plan.spec.profile and plan.accepts(PNG):
+                target = PNG
             tries = _attempts(target, alpha, plan, resized=(tw, th) != (width, height))
             mime, quality, shrink = _encode(pictures, tries, plan, _Meta(exif, icc, timing), out)
             final = pictures[0].size
@@ -241,12 +245,15 @@ def _fit(width: int, height: int, side: int | None, area: int | None) -> tuple[i
 
 
 def _working(im: Image.Image) -> Image.Image:
-    """A mode that resamples well (palette, 1-bit and 16-bit images are converted)."""
+    """A mode that resamples well (palette, 1-bit and 16-bit images are converted, and the source freed)."""
     if im.mode in ("RGB", "RGBA", "L", "LA", "CMYK"):
         return im
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
-        return im.convert("I").point(lambda v: v / 256).convert("L")
-    return im.convert("RGBA" if im.has_transparency_data else "RGB" if im.mode != "1" else "L")
+        working = im.convert("I").point(lambda v: v / 256).convert("L")
+    else:
+        working = im.convert("RGBA" if im.has_transparency_data else "RGB" if im.mode != "1" else "L")
+    im.close()
+    return working
 
 
 def _resized(im: Image.Image, width: int, height: int) -> Image.Image:
