@@ -55,6 +55,8 @@ def plan(spec: TransformSpec, mime: str, size: int, width: int | None, height: i
     """None when the original goes as it is; raises TransformError for a header over `max_pixels`."""
     if not spec.enabled or mime not in DECODERS or Kind.IMAGE not in capabilities.kinds:
         return None
+    if mime == AVIF and not features.check("avif"):  # this Pillow cannot read it: the destination decides
+        return None
     caps, reasons = capabilities, []
     side = min((x for x in (caps.max_dimension, spec.max_side) if x is not None), default=None)
     if caps.mimes is not None and mime not in caps.mimes:
