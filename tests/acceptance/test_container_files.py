@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,6 @@ def test_dependencies_are_installed_from_pyproject_before_the_code_is_copied(doc
     done = subprocess.run([sys.executable, "-c", shlex.split(command)[2]], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    tomllib = pytest.importorskip("tomllib")
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert done.stdout.splitlines() == declared and declared
 
