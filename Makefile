@@ -17,6 +17,7 @@ demo: $(BIN)/filesync
 test: $(BIN)/filesync
 	$(BIN)/ruff check filesync tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 docs: $(BIN)/filesync

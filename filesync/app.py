@@ -16,7 +16,7 @@ from filesync.ledger import Database, Ledger, embedded_url
 from filesync.routing import Routes
 from filesync.settings import Config, Environment, Setting, registered
 from filesync.sinks import Sink, SinkContext
-from filesync.sources import Source
+from filesync.sources import Source, SourceContext
 
 # Imported for their settings: they register them into the settings registry when imported.
 _FEATURES = (logs, schedule)
@@ -47,7 +47,8 @@ class App:
         sink_classes = {name: sink_registry.load(name) for name in routes.all_sinks()}
         sink_values = {name: env.resolve(cls_.SETTINGS) for name, cls_ in sink_classes.items()}
         # Everything is valid: only now build clients and connect.
-        source = source_cls.from_settings(source_values)
+        source = source_cls.from_settings(
+            source_values, SourceContext(http_timeout=config.http_timeout, concurrency=config.concurrency))
         built = {name: cls_.from_settings(sink_values[name], context) for name, cls_ in sink_classes.items()}
         url = config.database_url or embedded_url(config.home)
         db = Database(url, max_size=config.concurrency + 4)

@@ -20,6 +20,7 @@ so the pipeline decides what to do from the class alone::
           - SinkTimeout        connect or read timeout
         + PermanentError       other 4xx: recorded on the transfer, parked
           - Refused            the destination does not take this object (kind, type, bytes, pixels)
+          - BodyEndedEarly     the source ended before its size: the object changed while read
 
 `classify` is the one classification of any exception (ours, or a built-in OSError/TimeoutError);
 `filesync.retry.RetryPolicy` turns it into the one decision: retry now, later, park, or stop.
@@ -167,6 +168,20 @@ class PermanentError(SinkError):
     """Retrying the same request will fail the same way."""
 
     error_class = ErrorClass.CLIENT
+
+
+class BodyEndedEarly(PermanentError, SourceError):
+    """The source stream ended before the bytes its size promised: the object changed while it was read.
+    The one error for a short body, raised by the source reader and every sink's body helpers; a
+    source error (the bytes are not there) that sending again will not change."""
+
+    error_class = ErrorClass.INVALID
+    transient = False
+
+    def __init__(self, what: str, got: int, expected: int, *, sink: str = "") -> None:
+        self.got, self.expected = got, expected
+        super().__init__(f"{what} ended after {got} of the {expected} bytes expected ({expected - got} short)",
+                         sink=sink)
 
 
 class Refused(PermanentError):

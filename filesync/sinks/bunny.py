@@ -17,11 +17,19 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from filesync.errors import ErrorClass, NetworkError, PermanentError, RateLimited, SinkError, SourceError
+from filesync.errors import (
+    BodyEndedEarly,
+    ErrorClass,
+    NetworkError,
+    PermanentError,
+    RateLimited,
+    SinkError,
+)
 from filesync.http import make_session, raise_for_status, translated
 from filesync.model import Kind, RemoteObject, SourceObject
 from filesync.settings import Setting, http_url
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
+from filesync.sinks._body import Counted
 from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, safe_name, validate_template
 
 CHUNK = 1024 * 1024
@@ -71,25 +79,6 @@ def _reason(response: requests.Response) -> str:
     if isinstance(data, dict) and isinstance(data.get("Message"), str):
         return str(data["Message"])
     return response.text[:200]
-
-
-class _Progress:
-    """A read-only view of the spooled body that reports every block requests sends."""
-
-    def __init__(self, spool: IO[bytes], size: int, session: UploadSession) -> None:
-        self._spool = spool
-        self._left = size
-        self._session = session
-
-    def __len__(self) -> int:
-        return self._left
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._spool.read(n if n is not None and n >= 0 else self._left)
-        self._left -= len(data)
-        if data:
-            self._session.progress(len(data))
-        return data
 
 
 class BunnySink:
@@ -205,7 +194,8 @@ class BunnySink:
                 return existing
             spool.seek(0)
             response = self._request(
-                "PUT", self._url(name), data=_Progress(spool, size, session),
+                "PUT", self._url(name),
+                data=Counted(spool, size, session.progress, sink=self.name, what="spooled copy"),
                 headers={
                     "Checksum": digest.upper(),
                     "Content-Length": str(size),
@@ -226,7 +216,7 @@ class BunnySink:
             digest.update(chunk)
             size += len(chunk)
         if size != obj.size:
-            raise SourceError(f"{obj.path}: read {size} bytes, expected {obj.size}")
+            raise BodyEndedEarly(f"source {obj.path!r}", size, obj.size, sink=self.name)
         return digest.hexdigest(), size
 
     def _refused(self, response: requests.Response, name: str) -> SinkError:

@@ -19,6 +19,7 @@ from filesync.http import translated
 from filesync.model import Kind, RemoteObject, SourceObject
 from filesync.settings import Setting
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
+from filesync.sinks._body import Counted
 from filesync.sinks._cloudflare import (
     SETTINGS,
     CloudflareAccount,
@@ -83,7 +84,7 @@ class CloudflareImagesSink:
             "id": obj.file_id,
             "metadata": fit_metadata(obj.metadata()),
             "requireSignedURLs": "false",
-            "file": (obj.name or obj.file_id, _Exactly(body, obj.size, session), obj.mime),
+            "file": (obj.name or obj.file_id, Counted(body, obj.size, session.progress, sink=self.name), obj.mime),
         })
         with translated(self.name):
             response = self.http.post(
@@ -123,32 +124,6 @@ def fit_metadata(meta: Mapping[str, str], limit: int = MAX_METADATA_BYTES) -> st
         kept.pop(key, None)
         encoded = json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
     return encoded if len(encoded.encode()) <= limit else "{}"
-
-
-class _Exactly:
-    """The source body as requests-toolbelt streams a part: `len()` is what is left to read (the
-    encoder reads until it reaches 0), and every read reports progress."""
-
-    def __init__(self, body: BinaryIO, size: int, session: UploadSession) -> None:
-        self._body = body
-        self._size = size
-        self._read = 0
-        self._session = session
-
-    def __len__(self) -> int:
-        return self._size - self._read
-
-    def read(self, n: int | None = -1) -> bytes:
-        left = self._size - self._read
-        want = left if n is None or n < 0 else min(n, left)
-        if want <= 0:
-            return b""
-        data = self._body.read(want)
-        if not data:
-            raise OSError(f"source ended with {left} bytes still expected")
-        self._read += len(data)
-        self._session.progress(len(data))
-        return data
 
 
 _conforms: type[Sink] = CloudflareImagesSink

@@ -29,6 +29,7 @@ from filesync.http import translated
 from filesync.model import Kind, RemoteObject, SourceObject
 from filesync.settings import Setting, tus_chunk_size
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
+from filesync.sinks._body import Counted
 from filesync.sinks._cloudflare import (
     GROUP,
     SETTINGS,
@@ -262,28 +263,6 @@ def encode_metadata(meta: Mapping[str, str]) -> str:
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode('ascii')}" for k, v in meta.items())
 
 
-class _Window:
-    """The next `length` bytes of the body, read piece by piece so requests streams the PATCH."""
-
-    def __init__(self, body: BinaryIO, length: int) -> None:
-        self._body = body
-        self._left = length
-        self._length = length
-
-    def __len__(self) -> int:
-        return self._length
-
-    def read(self, n: int = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        want = self._left if n is None or n < 0 else min(n, self._left)
-        data = self._body.read(want)
-        if not data:
-            raise OSError(f"source ended with {self._left} bytes of the chunk still expected")
-        self._left -= len(data)
-        return data
-
-
 def _tus_failure(message: str, status: int | None = None, content: bytes | None = None) -> TusUploadFailed:
     return TusUploadFailed(message, status, content)  # type: ignore[no-untyped-call]
 
@@ -300,7 +279,7 @@ class _Request(TusRequest):
         self._http = uploader.sink.http
 
     def perform(self) -> None:
-        response = self._http.patch(self._url, data=_Window(self.file, self._content_length),
+        response = self._http.patch(self._url, data=Counted(self.file, self._content_length, what="tus chunk"),
                                     headers=self._request_headers)
         self.status_code = response.status_code
         self.response_content = response.content

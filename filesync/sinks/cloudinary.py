@@ -23,6 +23,7 @@ import cloudinary.uploader
 import urllib3.exceptions
 
 from filesync.errors import (
+    BodyEndedEarly,
     ConfigError,
     ErrorClass,
     NetworkError,
@@ -31,12 +32,12 @@ from filesync.errors import (
     ServerError,
     SinkError,
     SinkTimeout,
-    SourceError,
 )
 from filesync.http import error_for_status
 from filesync.model import Kind, RemoteObject, SourceObject
 from filesync.settings import Setting, http_url, positive_int
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
+from filesync.sinks._body import read_up_to
 from filesync.sinks.naming import safe_name
 
 MIN_CHUNK = 5 * 1024 * 1024  # "All parts except EOF-chunk must be larger than 5mb"
@@ -112,19 +113,6 @@ def chunk_bytes(raw: str) -> int:
     if value < MIN_CHUNK:
         raise ValueError(f"must be at least {MIN_CHUNK} (Cloudinary's smallest chunk)")
     return value
-
-
-def _read(body: BinaryIO, n: int) -> bytes:
-    """Up to n bytes: fewer only at the end of the stream (raw streams may return short reads)."""
-    parts: list[bytes] = []
-    got = 0
-    while got < n:
-        data = body.read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
 class CloudinarySink:
@@ -270,7 +258,7 @@ class CloudinarySink:
         options = self._upload_options(obj, public_id)
         filename = obj.name or "file"
         if obj.size <= self.chunk_bytes:
-            data = _read(body, obj.size + 1)
+            data = read_up_to(body, obj.size + 1)
             self._check_length(obj, len(data))
             result = self._call(cloudinary.uploader.upload, (filename, data), **options)
             session.progress(len(data))
@@ -290,7 +278,7 @@ class CloudinarySink:
         while sent < obj.size:
             want = min(self.chunk_bytes, obj.size - sent)
             last = sent + want == obj.size
-            data = _read(body, want + 1 if last else want)  # the last read also proves the stream ends
+            data = read_up_to(body, want + 1 if last else want)  # the last read also proves the stream ends
             if len(data) != want:
                 self._check_length(obj, sent + len(data))
             headers = {"Content-Range": f"bytes {sent}-{sent + len(data) - 1}/{obj.size}",
@@ -306,7 +294,7 @@ class CloudinarySink:
 
     def _check_length(self, obj: SourceObject, got: int) -> None:
         if got != obj.size:
-            raise SourceError(f"{obj.path}: read {got} bytes, expected {obj.size}")
+            raise BodyEndedEarly(f"source {obj.path!r}", got, obj.size, sink=self.name)
 
     def _remote(self, info: Mapping[str, Any], obj: SourceObject, *, existed: bool) -> RemoteObject:
         return RemoteObject(

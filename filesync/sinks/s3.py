@@ -15,18 +15,6 @@ from collections.abc import Mapping
 from typing import Any, BinaryIO, ClassVar
 from urllib.parse import quote, unquote
 
-import boto3
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-)
-
 from filesync.errors import (
     ConfigError,
     ErrorClass,
@@ -38,20 +26,24 @@ from filesync.errors import (
 )
 from filesync.http import error_for_status, retry_after
 from filesync.model import Kind, RemoteObject, SourceObject
+from filesync.s3client import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    failure,
+    make_client,
+    region_from_endpoint,
+)
 from filesync.settings import Setting, http_url
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
+from filesync.sinks._body import read_exactly
 from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, validate_template
-from filesync.sources.s3 import boto_config, region_from_endpoint
 
 MIB = 1024 * 1024
 PART_SIZE = 8 * MIB  # S3's minimum part is 5 MiB; one part is what the sink holds in memory
 MAX_PARTS = 10_000
 MAX_OBJECT = 5 * 1024 * 1024 * MIB  # 5 TiB, AWS's object limit
 ENCODED = "utf-8''"
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-              "RequestThrottled"}
-_MISSING = {"404", "NoSuchKey", "NotFound"}
-_AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403"}
 
 
 def encode_meta(value: str) -> str:
@@ -124,19 +116,8 @@ class S3Sink:
                               "boto3's default credential chain")
         endpoint = values.get("FILESYNC_S3_ENDPOINT")
         region = values.get("FILESYNC_S3_REGION") or (region_from_endpoint(endpoint) if endpoint else None)
-        # One attempt per call: filesync.retrying retries, with our backoff and the run's accounting.
-        config = boto_config(pool=max(10, context.concurrency * 2)).merge(
-            BotoConfig(retries={"mode": "standard", "total_max_attempts": 1},
-                       read_timeout=context.http_timeout)
-        )
-        client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=region,
-            aws_access_key_id=key,
-            aws_secret_access_key=secret,
-            config=config,
-        )
+        client = make_client(endpoint=endpoint, region=region, key=key, secret=secret,
+                             timeout=context.http_timeout, pool=max(10, context.concurrency * 2))
         return cls(
             client,
             values["FILESYNC_S3_BUCKET"],
@@ -161,14 +142,14 @@ class S3Sink:
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            code, status, _ = _details(exc)
-            if code in _MISSING or code == "NoSuchBucket":
-                raise PermanentError(f"bucket {self.bucket!r} does not exist", sink=self.name, status=status,
+            f = failure(exc)
+            if f.missing or f.code == "NoSuchBucket":
+                raise PermanentError(f"bucket {self.bucket!r} does not exist", sink=self.name, status=f.status,
                                      error_class=ErrorClass.NOT_FOUND) from None
-            if code in _AUTH or status in (401, 403):
+            if f.refused_credentials:
                 raise PermanentError(
-                    f"access to bucket {self.bucket!r} was refused ({code}): check FILESYNC_S3_KEY and "
-                    "FILESYNC_S3_SECRET and the key's permissions", sink=self.name, status=status) from None
+                    f"access to bucket {self.bucket!r} was refused ({f.code}): check FILESYNC_S3_KEY and "
+                    "FILESYNC_S3_SECRET and the key's permissions", sink=self.name, status=f.status) from None
             raise self._translate(exc, f"checking bucket {self.bucket!r}") from None
         except EndpointConnectionError:
             raise NetworkError("endpoint cannot be reached: check FILESYNC_S3_ENDPOINT",
@@ -207,7 +188,7 @@ class S3Sink:
 
     def _put(self, key: str, obj: SourceObject, body: BinaryIO, extra: dict[str, Any],
              session: UploadSession) -> str:
-        data = self._read_part(body, obj.size, key)
+        data = read_exactly(body, obj.size, sink=self.name, what=f"source of {key!r}")
         digest = hashlib.sha256(data).hexdigest()
         extra["Metadata"]["sha256"] = digest  # known before the PUT only for single-part objects
         self._call("put_object", key, Bucket=self.bucket, Key=key, Body=data, ContentMD5=_md5(data), **extra)
@@ -224,7 +205,7 @@ class S3Sink:
             remaining = obj.size
             number = 1
             while remaining > 0:
-                data = self._read_part(body, min(part_size, remaining), key)
+                data = read_exactly(body, min(part_size, remaining), sink=self.name, what=f"source of {key!r}")
                 digest.update(data)
                 answer = self._call("upload_part", key, Bucket=self.bucket, Key=key, UploadId=upload_id,
                                     PartNumber=number, Body=data, ContentMD5=_md5(data))
@@ -247,18 +228,6 @@ class S3Sink:
         except (ClientError, BotoCoreError, OSError):
             pass
 
-    def _read_part(self, body: BinaryIO, n: int, key: str) -> bytes:
-        chunks: list[bytes] = []
-        got = 0
-        while got < n:
-            chunk = body.read(n - got)
-            if not chunk:
-                raise PermanentError(f"source of {key!r} ended {n - got} bytes short of its size",
-                                     sink=self.name, error_class=ErrorClass.INVALID)
-            chunks.append(chunk)
-            got += len(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
     # --- calls and their errors ------------------------------------------------------------------
 
     def _call(self, method: str, key: str, **kwargs: Any) -> Any:
@@ -271,7 +240,7 @@ class S3Sink:
         try:
             return self._client.head_object(Bucket=self.bucket, Key=key)  # type: ignore[no-any-return]
         except ClientError as exc:
-            if _details(exc)[0] in _MISSING:
+            if failure(exc).missing:
                 return None
             raise self._translate(exc, f"head_object {key!r}") from None
         except (BotoCoreError, OSError) as exc:
@@ -279,22 +248,21 @@ class S3Sink:
 
     def _translate(self, exc: BaseException, action: str) -> SinkError:
         """botocore's exceptions as ours; the reason names the call and S3's code, never a credential."""
-        if isinstance(exc, ClientError):
-            code, status, headers = _details(exc)
-            message = str(exc.response.get("Error", {}).get("Message", "") or "")
-            reason = f"{action}: {code}{': ' + message if message and message != code else ''}"
-            if code in _THROTTLED:
-                return RateLimited(reason, retry_after=retry_after(headers), sink=self.name, status=status)
-            if code == "BadDigest":
+        f = failure(exc)
+        if f.answered:
+            reason = f"{action}: {f.code}{': ' + f.message if f.message and f.message != f.code else ''}"
+            if f.throttled:
+                return RateLimited(reason, retry_after=retry_after(f.headers), sink=self.name, status=f.status)
+            if f.code == "BadDigest":
                 return NetworkError(f"{action}: the bytes changed in transit (BadDigest)", sink=self.name,
-                                    status=status)
-            return error_for_status(status or 500, reason, sink=self.name, headers=headers)
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+                                    status=f.status)
+            return error_for_status(f.status or 500, reason, sink=self.name, headers=f.headers)
+        if f.no_credentials:
             return PermanentError("no usable credentials: set FILESYNC_S3_KEY and FILESYNC_S3_SECRET",
                                   sink=self.name, error_class=ErrorClass.INVALID)
-        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
+        if f.timeout:
             return SinkTimeout(f"{action}: timed out", sink=self.name)
-        return NetworkError(f"{action}: {type(exc).__name__}", sink=self.name)
+        return NetworkError(f"{action}: {f.code}", sink=self.name)
 
     def read_metadata(self, obj: SourceObject) -> dict[str, str]:
         """For tests and `verify`: the stored metadata, decoded."""
@@ -307,13 +275,6 @@ class S3Sink:
 
 def _md5(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-
-
-def _details(exc: ClientError) -> tuple[str, int | None, dict[str, str]]:
-    meta = exc.response.get("ResponseMetadata", {})
-    code = str(exc.response.get("Error", {}).get("Code", "") or "")
-    status = meta.get("HTTPStatusCode")
-    return code, int(status) if status else None, dict(meta.get("HTTPHeaders", {}))
 
 
 _conforms: type[Sink] = S3Sink

@@ -15,6 +15,14 @@ GROUP = "filesync.sources"
 
 
 @dataclass(frozen=True)
+class SourceContext:
+    """What the engine hands every source besides its own settings."""
+
+    http_timeout: float = 120.0
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     size: int
     content_type: str | None = None
@@ -48,7 +56,7 @@ class Source(Protocol):
     SETTINGS: ClassVar[tuple[Setting, ...]]
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> Source: ...
+    def from_settings(cls, values: Mapping[str, Any], context: SourceContext | None = None) -> Source: ...
 
     def check(self) -> None:
         """Reach the source once; SourceUnavailable with a reason if it cannot be reached."""

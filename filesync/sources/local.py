@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, ClassVar
 from filesync.errors import SourceError, SourceNotFound, SourceUnavailable
 from filesync.paths import UnsafePath, safe_relative
 from filesync.settings import Setting
-from filesync.sources import Entry, ObjectInfo
+from filesync.sources import Entry, ObjectInfo, SourceContext
 
 
 class LocalSource:
@@ -26,7 +26,7 @@ class LocalSource:
         self.root = root
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> LocalSource:
+    def from_settings(cls, values: Mapping[str, Any], context: SourceContext | None = None) -> LocalSource:
         return cls(Path(values["FILESYNC_SOURCE_DIR"]).expanduser())
 
     def _path(self, key: str) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from typing import BinaryIO
 
-from filesync.errors import SourceError
+from filesync.errors import BodyEndedEarly, SourceError
 from filesync.sources import Source
 
 
@@ -64,7 +64,7 @@ class SeekableReader(io.RawIOBase):
             raise SourceError(f"reading {self._key!r} failed at byte {self._pos}: {type(exc).__name__}") from exc
         n = len(data)
         if n == 0:
-            raise OSError(f"{self._key}: object ended at {self._pos} of {self._size} bytes")
+            raise BodyEndedEarly(f"object {self._key!r}", self._pos, self._size)
         buffer[:n] = data
         self._pos += n
         self._stream_pos += n

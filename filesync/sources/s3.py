@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, ClassVar
-from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
-
-from filesync.errors import SourceError, SourceNotFound, SourceUnavailable
+from filesync.errors import SourceError, SourceNotFound, SourceRefused, SourceUnavailable
+from filesync.retry import RetryPolicy
+from filesync.s3client import BotoCoreError, ClientError, failure, make_client, region_from_endpoint
 from filesync.settings import Setting, http_url
-from filesync.sources import Entry, ObjectInfo
+from filesync.sources import Entry, ObjectInfo, SourceContext
 
-_MISSING = {"404", "NoSuchKey", "NotFound"}
 #: Listing errors that mean the bucket as a whole cannot be read, not one object.
 _UNLISTABLE = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
-
-
-def region_from_endpoint(endpoint: str) -> str:
-    """`https://nyc3.digitaloceanspaces.com` -> `nyc3`; anything else -> us-east-1."""
-    host = urlsplit(endpoint).hostname or ""
-    if host.endswith(".digitaloceanspaces.com"):
-        return host.split(".")[0]
-    return "us-east-1"
-
-
-def boto_config(pool: int) -> BotoConfig:
-    # when_required: S3-compatible stores (Spaces among them) reject boto3's default aws-chunked
-    # CRC32 trailers (shared/reference/bunny_cloudinary_spaces.md section 3).
-    return BotoConfig(
-        signature_version="s3v4",
-        retries={"mode": "standard", "max_attempts": 5},
-        max_pool_connections=pool,
-        connect_timeout=10,
-        read_timeout=120,
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
+#: A listing page is one request: the shared policy retries it, like any other request.
+_PAGE_POLICY = RetryPolicy()
 
 
 class S3Source:
@@ -58,15 +35,13 @@ class S3Source:
         self.page_size = page_size  # MaxKeys per listing request; tests lower it to force several pages
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> S3Source:
+    def from_settings(cls, values: Mapping[str, Any], context: SourceContext | None = None) -> S3Source:
+        context = context or SourceContext()
         endpoint = values["SPACES_ENDPOINT"]
-        client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=values.get("SPACES_REGION") or region_from_endpoint(endpoint),
-            aws_access_key_id=values["SPACES_KEY"],
-            aws_secret_access_key=values["SPACES_SECRET"],
-            config=boto_config(pool=32),
+        client = make_client(
+            endpoint=endpoint, region=values.get("SPACES_REGION") or region_from_endpoint(endpoint),
+            key=values["SPACES_KEY"], secret=values["SPACES_SECRET"], timeout=context.http_timeout,
+            pool=max(10, context.concurrency * 2),
         )
         return cls(client, values["SPACES_BUCKET"])
 
@@ -74,23 +49,23 @@ class S3Source:
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            raise SourceUnavailable(f"bucket {self.bucket!r} cannot be read: {code or exc}") from None
+            f = failure(exc)
+            hint = ": check SPACES_KEY and SPACES_SECRET" if f.refused_credentials else ""
+            raise SourceUnavailable(f"bucket {self.bucket!r} cannot be read: {f.code or exc}{hint}") from None
         except (BotoCoreError, OSError) as exc:
-            raise SourceUnavailable(f"bucket endpoint cannot be reached: {type(exc).__name__}") from None
+            what = "did not answer in time" if failure(exc).timeout else "cannot be reached"
+            raise SourceUnavailable(f"bucket endpoint {what}: {type(exc).__name__}") from None
 
     def _translate(self, key: str, exc: Exception) -> SourceError:
-        if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in _MISSING:
-                return SourceNotFound("not found in bucket")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            err = SourceError(f"bucket refused {key!r}: {code}")
-            err.transient = status >= 500 or code in {"SlowDown", "RequestTimeout", "InternalError"}
-            return err
-        if isinstance(exc, EndpointConnectionError):
-            return SourceError("bucket endpoint cannot be reached")
-        return SourceError(f"reading {key!r} failed: {type(exc).__name__}")
+        f = failure(exc)
+        if f.missing:
+            return SourceNotFound("not found in bucket")
+        if f.answered:
+            error_type = SourceError if f.transient else SourceRefused
+            return error_type(f"bucket refused {key!r}: {f.code}")
+        if f.timeout:
+            return SourceError(f"reading {key!r} timed out")
+        return SourceError(f"reading {key!r} failed: {f.code}")
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -106,23 +81,30 @@ class S3Source:
     def list(self, prefix: str = "") -> Iterator[Entry]:
         """Keys in S3 order; "folder/" marker objects are left out: they are not files and no key can hold them.
 
-        botocore's own retries (standard mode) cover a transient error on one page.
+        Each page is one request, retried by the shared policy; a page is never held after it is yielded.
         """
-        pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size}
-        )
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page = _PAGE_POLICY.call(functools.partial(self._list_page, prefix, extra))
+            for item in page.get("Contents", ()):
+                key = str(item["Key"])
+                if key.endswith("/"):
+                    continue
+                yield Entry(
+                    key=key, size=int(item["Size"]), etag=str(item.get("ETag", "")).strip('"') or None,
+                    modified=item.get("LastModified"),
+                )
+            token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+            if not token:
+                return
+
+    def _list_page(self, prefix: str, extra: Mapping[str, str]) -> dict[str, Any]:
         try:
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    key = str(item["Key"])
-                    if key.endswith("/"):
-                        continue
-                    yield Entry(
-                        key=key, size=int(item["Size"]), etag=str(item.get("ETag", "")).strip('"') or None,
-                        modified=item.get("LastModified"),
-                    )
+            return self._client.list_objects_v2(  # type: ignore[no-any-return]
+                Bucket=self.bucket, Prefix=prefix, MaxKeys=self.page_size, **extra)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = failure(exc).code
             if code in _UNLISTABLE:
                 raise SourceUnavailable(f"bucket {self.bucket!r} cannot be listed: {code}") from None
             raise self._translate(prefix, exc) from None
@@ -133,7 +115,7 @@ class S3Source:
         try:
             obj = self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{n - 1}")
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+            if failure(exc).code == "InvalidRange":
                 return b""
             raise self._translate(key, exc) from None
         except (BotoCoreError, OSError) as exc:

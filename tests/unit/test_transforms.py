@@ -6,6 +6,7 @@ import io
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -452,12 +453,14 @@ def test_the_budget_makes_a_second_transform_wait() -> None:
             entered.set()
 
     with budget.hold(80):
-        worker = threading.Thread(target=second)
+        worker = threading.Thread(target=second, daemon=True)
         worker.start()
+        deadline = time.monotonic() + 30
         while budget.waiting == 0 and not entered.is_set():  # until the second one waits for room
-            worker.join(0.001)
+            assert time.monotonic() < deadline and worker.is_alive(), "the second transform never asked for room"
+            time.sleep(0.001)
         assert not entered.is_set() and budget.used == 80
-    worker.join()
+    worker.join(timeout=30)
     assert entered.is_set() and budget.used == 0 and budget.waiting == 0
     with budget.hold(500):  # more than the whole budget: runs when alone
         assert budget.used == 500
