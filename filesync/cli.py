@@ -189,7 +189,10 @@ def cmd_verify(args: argparse.Namespace, env: Environment) -> int:
         print(f"  {d.file_id}  [{d.sink}]  {d.reason}")
     for d in errors:
         print(f"  {d.file_id}  [{d.sink}]  not checked: {d.reason}")
-    if errors or (drift and not args.repair):
+    for name, count in sorted(result.not_configured.items()):
+        print(f"  [{name}]  {count} copies not checked: the destination is not routed or configured here "
+              "(FILESYNC_ROUTES and its settings)")
+    if errors or result.not_configured or (drift and not args.repair):
         return ExitCode.FILES_FAILED
     return ExitCode.OK
 

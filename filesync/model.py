@@ -69,7 +69,7 @@ class FileTask:
     gps: str | None
     attempts: int
     done_sinks: frozenset[str] = frozenset()
-    parked_sinks: dict[str, str] = field(default_factory=dict)  # sink -> why its transfer was parked
+    parked_sinks: dict[str, tuple[str, str]] = field(default_factory=dict)  # sink -> (error class, reason)
     resume_tokens: dict[str, str] = field(default_factory=dict)
 
 

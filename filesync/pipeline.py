@@ -250,8 +250,10 @@ class Pipeline:
         elif parked is not None:
             self.outcomes.file_failed(task, *parked)
         elif task.parked_sinks:  # the others are done; these stay parked until an operator retries them
-            sink_name, reason = sorted(task.parked_sinks.items())[0]
-            self.outcomes.file_failed(task, sink_name, _Parked(reason), Decision(Action.PARK, ErrorClass.CLIENT))
+            sink_name, (error_class, reason) = sorted(task.parked_sinks.items())[0]
+            known = error_class in {c.value for c in ErrorClass}
+            decision = Decision(Action.PARK, ErrorClass(error_class) if known else ErrorClass.CLIENT)
+            self.outcomes.file_failed(task, sink_name, _Parked(reason), decision)
         else:
             if not complete:  # its transfers were all done earlier (flag reset, or a crash before the mark)
                 complete = self.app.ledger.mark_complete(self.worker, task.file_id, routed)

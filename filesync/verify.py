@@ -7,13 +7,14 @@ library is cheap. Drift is printed; with `repair` the drifted transfers are queu
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
+from filesync import sinks as sink_registry
 from filesync.app import App
-from filesync.errors import FilesyncError
+from filesync.errors import ConfigError, FilesyncError
 from filesync.kinds import kind_of
 from filesync.ledger.store import CopiedTransfer
 from filesync.model import SourceObject
@@ -36,6 +37,7 @@ class VerifyResult:
     drift: list[Drift] | None = None
     errors: list[Drift] | None = None
     repaired: int = 0
+    not_configured: dict[str, int] = field(default_factory=dict)  # sink -> copies recorded, not checked
 
 
 def _object(t: CopiedTransfer) -> SourceObject:
@@ -49,10 +51,8 @@ def _object(t: CopiedTransfer) -> SourceObject:
 
 
 def check_one(app: App, t: CopiedTransfer) -> str | None:
-    """Why this copy drifted, or None when it is intact."""
-    sink = app.sinks.get(t.sink)
-    if sink is None:
-        return None  # no longer routed: nothing to compare against
+    """Why this copy drifted, or None when it is intact. The sink must be configured (routed)."""
+    sink = app.sinks[t.sink]
     remote = _LOOKUP.call(lambda: sink.exists(_object(t), t.remote_id))
     if remote is None:
         return "missing at the destination"
@@ -65,10 +65,16 @@ def check_one(app: App, t: CopiedTransfer) -> str | None:
 
 def verify(app: App, *, sample: int | None = None, since: datetime | None = None, sink: str | None = None,
            repair: bool = False) -> VerifyResult:
+    if sink is not None and sink not in sink_registry.registry():
+        known = ", ".join(sorted(sink_registry.registry()))
+        raise ConfigError(f"--sink {sink!r} is not a destination filesync knows (known: {known})")
     app.ledger.migrate()
     result = VerifyResult(drift=[], errors=[])
     assert result.drift is not None and result.errors is not None
     for t in app.ledger.copied_transfers(sample=sample, since=since, sink=sink):
+        if t.sink not in app.sinks:  # no longer routed, or not configured here: nothing to compare with
+            result.not_configured[t.sink] = result.not_configured.get(t.sink, 0) + 1
+            continue
         result.checked += 1
         try:
             reason = check_one(app, t)

@@ -53,7 +53,8 @@ RETURNING f.file_id, f.path, f.date_taken, f.gps, f.attempts
 
 -- name: claimed_transfers
 -- What a claimed file already has: done and parked destinations, resume tokens.
-SELECT file_id, sink, state, resume_token, coalesce(error, '') FROM {schema}.transfers WHERE file_id = ANY(%(ids)s)
+SELECT file_id, sink, state, resume_token, coalesce(error_class, 'client'), coalesce(error, '')
+FROM {schema}.transfers WHERE file_id = ANY(%(ids)s)
 
 -- name: heartbeat
 UPDATE {schema}.files SET claimed_until = now() + make_interval(secs => %(lease)s)

@@ -102,13 +102,13 @@ class Ledger:
             ids = [r[0] for r in rows]
             transfers = conn.execute(self.q["claimed_transfers"], {"ids": ids}).fetchall()
         done: dict[str, set[str]] = {}
-        parked: dict[str, dict[str, str]] = {}
+        parked: dict[str, dict[str, tuple[str, str]]] = {}
         tokens: dict[str, dict[str, str]] = {}
-        for file_id, sink, state, token, error in transfers:
+        for file_id, sink, state, token, error_class, error in transfers:
             if state == "done":
                 done.setdefault(file_id, set()).add(sink)
             elif state == "failed":
-                parked.setdefault(file_id, {})[sink] = error
+                parked.setdefault(file_id, {})[sink] = (error_class, error)
             if token:
                 tokens.setdefault(file_id, {})[sink] = token
         return [

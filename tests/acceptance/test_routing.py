@@ -231,3 +231,47 @@ def test_transient_failures_back_off_across_runs_then_park_after_max_attempts(
         assert conn.execute("SELECT state, attempts FROM filesync.files").fetchone() == ("failed", 2)
         conn.execute("UPDATE filesync.files SET next_attempt_at = now()")
     assert run(env).failed == 0 and not flag(database_url, "flaky")  # parked until an operator retries
+
+
+def _file_state(database_url: str, file_id: str) -> tuple[str, str | None, str | None]:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT state, error_class, error FROM filesync.files WHERE file_id = %s",
+                           (file_id,)).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+def test_a_permanent_refusal_parks_only_its_destination_and_a_transient_one_is_retried(
+    tmp_path: Path, database_url: str, bunny: FakeBunny
+) -> None:
+    """An image over Cloudflare's 12,000 px plus a Bunny 503: the file is not parked under 'server 503'
+    with Bunny never retried; Images is parked with its reason, Bunny comes back and lands."""
+    src = tmp_path / "bucket"
+    src.mkdir()
+    (src / "wide.png").write_bytes(image_bytes("PNG", size=(13000, 4)))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute('INSERT INTO "File" (id, path) VALUES (%s, %s)', ("wide", "wide.png"))
+    with FakeCloudflare(token=CF_TOKEN) as cf:
+        env = env_for(database_url, src, tmp_path / "out", bunny, "image/*=cloudflare-images,bunny",
+                      CLOUDFLARE_ACCOUNT_ID=cf.account_id, CLOUDFLARE_API_TOKEN=CF_TOKEN,
+                      CLOUDFLARE_API_BASE=cf.api_base, FILESYNC_CLOUDFLARE_RPS="500")
+        bunny.fail_next(503, times=10)
+
+        first = run(env)
+
+        assert (first.retry_later, first.failed, first.copied) == (1, 0, 0)
+        assert transfers(database_url)[("wide", "cloudflare-images")][0] == "failed"
+        assert transfers(database_url)[("wide", "bunny")][0] == "pending"
+        assert _file_state(database_url, "wide")[:2] == ("pending", "server")
+        bunny.calm()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE filesync.files SET next_attempt_at = now()")
+
+        second = run(env)
+
+        assert second.per_sink == {"bunny": {"copied": 1}}  # Images was not tried again
+        assert [o.key for o in bunny.stored()] == ["wide.png"]
+        assert cf.stored_images() == []
+        state, error_class, error = _file_state(database_url, "wide")
+        assert (state, error_class) == ("failed", "invalid") and "12000 px" in (error or "")
+        assert not flag(database_url, "wide")  # one destination does not hold it: no flag

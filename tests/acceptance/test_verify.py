@@ -48,3 +48,24 @@ def test_verify_finds_deleted_object_and_repair_copies_it_again(tmp_path: Path, 
         assert sorted(o.key for o in bunny.stored()) == ["keep.jpg", "lost.jpg"]  # type: ignore[attr-defined]
         assert (out / "lost.jpg").stat().st_mtime_ns == local_mtime  # the intact copy was not re-sent
         assert _cli(env, "verify", "--sample", "3").stdout.startswith("checked 3 copies: 0 drifted")
+
+
+def test_verify_refuses_an_unknown_sink_and_reports_unrouted_copies_as_not_checked(
+    tmp_path: Path, database_url: str
+) -> None:
+    with FakeBunny() as bunny:
+        src = seed(tmp_path, database_url, ["a.jpg", "b.jpg"])
+        out = tmp_path / "out"
+        env = env_for(database_url, src, out, bunny, "image/*=bunny,local")  # type: ignore[arg-type]
+        assert run(env).copied == 2
+        bunny_requests = len(bunny.requests)  # type: ignore[attr-defined]
+
+        unknown = _cli(env, "verify", "--sink", "bunnny")
+        unrouted = _cli({**env, "FILESYNC_ROUTES": "image/*=local"}, "verify")
+
+        assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+        assert "bunnny" in unknown.stderr and "checked" not in unknown.stdout
+        assert unrouted.returncode == 1, unrouted.stdout + unrouted.stderr
+        assert unrouted.stdout.startswith("checked 2 copies: 0 drifted")  # the local copies only
+        assert "[bunny]  2 copies not checked" in unrouted.stdout
+        assert len(bunny.requests) == bunny_requests  # type: ignore[attr-defined]  # nothing asked Bunny
