@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from bench.report import Table
-from filesync.config import Config, Environment
+from filesync.settings import Config, Environment
 from filesync.ledger import Database, Ledger
 from filesync.testing.postgres import fresh_database
 
