@@ -23,8 +23,8 @@ import psycopg
 from psycopg import sql
 
 from bench.report import Table
+from filesync.ledger import Database, PostgresLedger
 from filesync.settings import Config, Environment
-from filesync.ledger import Database, Ledger
 from filesync.testing.postgres import fresh_database
 
 CASES = {
@@ -74,7 +74,7 @@ def _case(pg_url: str, opts: Options, name: str, state: str, due: str, index: bo
     with fresh_database(pg_url, prefix="fs_bench") as url:
         config = Config.load(Environment({"DATABASE_URL": url}, env_file=os.devnull))
         db = Database(url)
-        ledger = Ledger(db, config.schema, config.app)
+        ledger = PostgresLedger(db, config.schema, config.app)
         try:
             ledger.migrate()
             with psycopg.connect(url, autocommit=True) as conn:

@@ -12,7 +12,7 @@ from typing import Any
 from filesync import logs, schedule
 from filesync import sinks as sink_registry
 from filesync import sources as source_registry
-from filesync.ledger import Database, Ledger, embedded_url
+from filesync.ledger import Database, Ledger, PostgresLedger, embedded_url
 from filesync.routing import Routes
 from filesync.settings import Config, Environment, Setting, registered
 from filesync.sinks import Sink, SinkContext
@@ -52,7 +52,7 @@ class App:
         built = {name: cls_.from_settings(sink_values[name], context) for name, cls_ in sink_classes.items()}
         url = config.database_url or embedded_url(config.home)
         db = Database(url, max_size=config.concurrency + 4)
-        ledger = Ledger(db, config.schema, config.app)
+        ledger: Ledger = PostgresLedger(db, config.schema, config.app)
         return cls(config=config, ledger=ledger, source=source, routes=routes, sinks=built)
 
     def close(self) -> None:

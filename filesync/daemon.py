@@ -119,13 +119,14 @@ class Daemon:
             if self.stop.is_set():
                 return
             self.idle.clear()
+        fired = time.monotonic()
         if self.config.start_jitter and self.stop.wait(random.uniform(0, self.config.start_jitter)):
             self.idle.set()
             return
         started = datetime.now(self.config.timezone)
         try:
             app = self._ensure_app()
-            summary = self._run(app, stop=self.stop, abort=self.abort)
+            summary = self._run(app, stop=self.stop, abort=self.abort, tick_started=fired)
             self._record(started, "interrupted" if summary.interrupted else "ok", summary=summary)
             metrics.ticks_total.labels("ran").inc()
         except LedgerUnavailable as exc:

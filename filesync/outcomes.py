@@ -90,16 +90,22 @@ class Outcomes:
                     status=decision.status, error=reason, **({"sink": sink} if sink else {}))
         return state
 
-    def file_released(self, task: FileTask, reason: str, *, interrupted: bool = False) -> None:
-        """Handed back unmarked and uncounted: a shutdown, or a destination stopped for this run."""
+    def file_released(self, task: FileTask, reason: str) -> None:
+        """Handed back unmarked and uncounted by a shutdown: any worker may take it at once."""
         self.ledger.release(self.worker, [task.file_id])
         with self._lock:
-            if interrupted:
-                self.summary.interrupted = True
-            else:
-                self.summary.deferred += 1
+            self.summary.interrupted = True
         metrics.files_total.labels(sink="-", outcome="released").inc()
         log.warning("file_released", reason=reason)
+
+    def file_deferred(self, task: FileTask, reason: str) -> None:
+        """Handed back uncounted for the next run (a destination is stopped for this one)."""
+        assert self.summary.run_id is not None
+        self.ledger.defer(self.worker, task.file_id, self.summary.run_id)
+        with self._lock:
+            self.summary.deferred += 1
+        metrics.files_total.labels(sink="-", outcome="deferred").inc()
+        log.info("file_deferred", reason=reason)
 
     def unrecorded(self, error: BaseException) -> None:
         """The outcome could not be written (database gone): the file stays unmarked, looked at again."""

@@ -77,6 +77,8 @@ class Pipeline:
     on_file: Callable[[], None] = lambda: None
     on_bytes: Callable[[int], None] = lambda n: None
     on_backlog: Callable[[int], None] = lambda n: None
+    #: monotonic time a scheduled tick fired: replicas on one schedule skip an enqueue another did since
+    tick_started: float | None = None
 
     def __post_init__(self) -> None:
         self.config = self.app.config
@@ -103,13 +105,14 @@ class Pipeline:
         status, error = "ok", None
         try:
             released = ledger.release_dead_on_host(host_prefix(self.config.worker_id), self.worker)
-            added = ledger.enqueue()
-            log.info("enqueue", worker=self.worker, skipped=added is None, added=added or 0)
+            window = None if self.tick_started is None else time.monotonic() - self.tick_started + 1.0
+            added = ledger.enqueue(window)
             requeued = ledger.requeue_for_routes(self.config.routes, self.app.routes.sinks_for)
             backlog = ledger.backlog()
             self.on_backlog(backlog)
-            log.info("run_started", worker=self.worker, enqueued=added, requeued=requeued,
+            log.info("run_started", worker=self.worker, enqueued=added or 0, requeued=requeued,
                      released_stale_claims=released, backlog=backlog)
+            log.info("enqueue", worker=self.worker, skipped=added is None, added=added or 0)
             self._work()
             if self.summary.failed or self.summary.retry_later or self.summary.stopped:
                 status = "failed"
@@ -146,11 +149,11 @@ class Pipeline:
             while True:
                 free = cfg.concurrency - len(futures)
                 room = cfg.max_files - claimed_total if cfg.max_files else free
-                if free > 0 and room > 0 and not self.stop.is_set():
+                if free > 0 and room > 0 and not self._stopping():
                     with self._lock:
                         busy = list(self._in_flight)
                     for task in self.app.ledger.claim(self.worker, min(free, room, cfg.claim_batch),
-                                                      cfg.lease_seconds, busy):
+                                                      cfg.lease_seconds, busy, run_id=self.summary.run_id):
                         claimed_total += 1
                         self.touch(task.file_id)
                         # Worker threads do not inherit context variables: carry run_id along.
@@ -164,11 +167,18 @@ class Pipeline:
                     with self._lock:
                         self._in_flight.pop(file_id, None)
                     future.result()
-            if self.stop.is_set():
+            if self._stopping():
                 self.summary.interrupted = True
         finally:
             self._finished.set()
             pool.shutdown(wait=not self.abort.is_set(), cancel_futures=True)
+
+    def _stopping(self) -> bool:
+        """Claim nothing more: asked to stop, or to abort (which implies it), or every destination is
+        stopped for this run."""
+        if self.stop.is_set() or self.abort.is_set():
+            return True
+        return bool(self.summary.stopped) and set(self.app.routes.all_sinks()) <= set(self.summary.stopped)
 
     def touch(self, file_id: str) -> None:
         """A sign of life from a transfer: its lease is renewed while these keep coming."""
@@ -199,7 +209,7 @@ class Pipeline:
                 self._process(task)
             except Cancelled:
                 with contextlib.suppress(FilesyncError):
-                    self.outcomes.file_released(task, "shutdown", interrupted=True)
+                    self.outcomes.file_released(task, "shutdown")
             except LeaseLost as exc:
                 log.warning("lease_lost", error=str(exc))
             except LedgerUnavailable as exc:
@@ -246,7 +256,7 @@ class Pipeline:
         if later is not None:  # a transient failure: the file comes back; parked transfers stay parked
             self.outcomes.file_failed(task, *later)
         elif stopped:
-            self.outcomes.file_released(task, "a destination is stopped for this run")
+            self.outcomes.file_deferred(task, "a destination is stopped for this run")
         elif parked is not None:
             self.outcomes.file_failed(task, *parked)
         elif task.parked_sinks:  # the others are done; these stay parked until an operator retries them
@@ -260,7 +270,7 @@ class Pipeline:
             if complete and pending:
                 self.outcomes.file_complete()
             elif not complete:
-                self.outcomes.file_released(task, "not every routed destination holds the file yet")
+                self.outcomes.file_deferred(task, "not every routed destination holds the file yet")
 
     def _decide(self, exc: BaseException, task: FileTask) -> Decision:
         """After the request loop gave up: later, park or stop (an invalid row is permanent)."""
@@ -312,10 +322,11 @@ def _parse_date(text: str | None) -> datetime | None:
 
 def run(app: App, *, stop: threading.Event | None = None, abort: threading.Event | None = None,
         on_backlog: Callable[[int], None] | None = None, on_file: Callable[[], None] | None = None,
-        on_bytes: Callable[[int], None] | None = None) -> RunSummary:
+        on_bytes: Callable[[int], None] | None = None, tick_started: float | None = None) -> RunSummary:
     """One pass over the due files. `stop`: claim nothing more; `abort`: cancel in-flight transfers too.
     The callbacks feed a progress display (the CLI wires one at a terminal)."""
-    pipeline = Pipeline(app, stop=stop or threading.Event(), abort=abort or threading.Event())
+    pipeline = Pipeline(app, stop=stop or threading.Event(), abort=abort or threading.Event(),
+                        tick_started=tick_started)
     if on_backlog is not None:
         pipeline.on_backlog = on_backlog
     if on_file is not None:

@@ -16,7 +16,7 @@ from filesync import sinks as sink_registry
 from filesync.app import App
 from filesync.errors import ConfigError, FilesyncError
 from filesync.kinds import kind_of
-from filesync.ledger.store import CopiedTransfer
+from filesync.ledger import CopiedTransfer
 from filesync.model import SourceObject
 from filesync.retry import RetryPolicy
 

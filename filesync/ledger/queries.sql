@@ -6,6 +6,14 @@
 -- One enqueue at a time per schema: replicas on one schedule would otherwise scan the app table together.
 SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0))
 
+-- name: enqueue_mark
+-- Remembers when enqueue ran; returns no row when another worker already enqueued within `window` seconds
+-- (replicas on one schedule: the first scans, the others skip). A NULL window always enqueues.
+UPDATE {schema}.meta SET value = now()::text, updated_at = now()
+WHERE key = 'enqueued_at'
+  AND (%(window)s::float8 IS NULL OR value::timestamptz < now() - make_interval(secs => %(window)s::float8))
+RETURNING key
+
 -- name: enqueue
 -- New not-yet-copied rows of the app's table become pending files; a row whose flag was reset
 -- after filesync marked it is looked at again (its transfers stay done, so nothing is re-sent).
@@ -41,6 +49,7 @@ WITH due AS (
     WHERE state = 'pending' AND next_attempt_at <= now()
       AND (claimed_until IS NULL OR claimed_until < now())
       AND NOT (file_id = ANY(%(busy)s::text[]))  -- a stalled transfer of this process is not doubled
+      AND (%(run)s::bigint IS NULL OR deferred_run IS DISTINCT FROM %(run)s::bigint)  -- deferred by this run
     ORDER BY next_attempt_at, file_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -59,6 +68,11 @@ FROM {schema}.transfers WHERE file_id = ANY(%(ids)s)
 -- name: heartbeat
 UPDATE {schema}.files SET claimed_until = now() + make_interval(secs => %(lease)s)
 WHERE claimed_by = %(worker)s AND file_id = ANY(%(ids)s)
+
+-- name: defer
+-- Hand a file back uncounted because a destination is stopped for this run; this run will not claim it again.
+UPDATE {schema}.files SET claimed_by = NULL, claimed_until = NULL, deferred_run = %(run)s
+WHERE claimed_by = %(worker)s AND file_id = %(file_id)s
 
 -- name: release
 UPDATE {schema}.files SET claimed_by = NULL, claimed_until = NULL

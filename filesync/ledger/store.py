@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,39 +16,25 @@ from psycopg import sql
 
 from filesync.errors import ErrorClass, LeaseLost
 from filesync.ledger import migrations
+from filesync.ledger.base import (
+    CopiedTransfer,
+    Destination,
+    Ledger,
+    Problem,
+    SinksFor,
+    claim_token,
+    dead_owners,
+    host_prefix,
+)
 from filesync.ledger.db import Database
 from filesync.ledger.sql import Queries
 from filesync.model import FileTask, RemoteObject, RunSummary
 from filesync.settings import AppTable
 
 
-@dataclass(frozen=True)
-class Problem:
-    file_id: str
-    state: str
-    error_class: str
-    status: int | None
-    error: str
-    attempts: int
-    updated_at: datetime
+class PostgresLedger:
+    """The ledger in PostgreSQL: named queries from queries.sql, one transaction per state change."""
 
-
-@dataclass(frozen=True)
-class CopiedTransfer:
-    file_id: str
-    sink: str
-    remote_id: str | None
-    bytes: int | None
-    checksum: str | None
-    path: str | None
-    mime: str | None
-    kind: str | None
-    size: int | None
-    date_taken: str | None
-    gps: str | None
-
-
-class Ledger:
     def __init__(self, db: Database, schema: str, app: AppTable) -> None:
         self.db = db
         self.schema = schema
@@ -65,18 +50,20 @@ class Ledger:
             conn.execute("SELECT 1")
 
     # --- intake -----------------------------------------------------------------------------------
-    def enqueue(self) -> int | None:
+    def enqueue(self, window: float | None = None) -> int | None:
         """New rows of the app's table into the ledger; returns how many were added or changed, or None
-        when another worker is enqueuing right now (its pass serves this one too)."""
+        when another worker is enqueuing right now, or did within the last `window` seconds."""
         with self.db.transaction() as conn:
             row = conn.execute(self.q["enqueue_lock"], {"key": f"filesync:{self.schema}:enqueue"}).fetchone()
             if not (row and row[0]):
+                return None
+            if conn.execute(self.q["enqueue_mark"], {"window": window}).fetchone() is None and window is not None:
                 return None
             added = conn.execute(self.q["enqueue"]).rowcount
             conn.execute(self.q["duplicate_ids"])
         return max(added, 0)
 
-    def requeue_for_routes(self, routes: str, sinks_for: Any) -> int:
+    def requeue_for_routes(self, routes: str, sinks_for: SinksFor) -> int:
         """When the routes changed since the last run: done or skipped files whose type's route now
         names a sink they lack become due again (a backfill). `sinks_for(mime) -> list[str]`."""
         changed = 0
@@ -91,11 +78,14 @@ class Ledger:
         return changed
 
     # --- claims -----------------------------------------------------------------------------------
-    def claim(self, worker: str, limit: int, lease_seconds: int, busy: Sequence[str] = ()) -> list[FileTask]:
-        """Up to `limit` due files, leased to `worker`; never one of `busy` (still in flight here)."""
+    def claim(self, worker: str, limit: int, lease_seconds: int, busy: Sequence[str] = (),
+              run_id: int | None = None) -> list[FileTask]:
+        """Up to `limit` due files, leased to `worker`; never one of `busy` (still in flight here) nor one
+        that run `run_id` deferred."""
         with self.db.transaction() as conn:
             rows = conn.execute(
-                self.q["claim"], {"worker": worker, "limit": limit, "lease": lease_seconds, "busy": list(busy)}
+                self.q["claim"],
+                {"worker": worker, "limit": limit, "lease": lease_seconds, "busy": list(busy), "run": run_id},
             ).fetchall()
             if not rows:
                 return []
@@ -139,23 +129,19 @@ class Ledger:
         with self.db.transaction() as conn:
             return conn.execute(self.q["release"], {"worker": worker, "ids": ids}).rowcount
 
+    def defer(self, worker: str, file_id: str, run_id: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(self.q["defer"], {"worker": worker, "file_id": file_id, "run": run_id})
+
     def release_dead_on_host(self, worker_prefix: str, live_token: str) -> int:
         """Release claims left by processes of this host that no longer run (killed, crashed, restarted).
 
         Claim tokens are `<worker>@<host>/<pid>`; a pid that is this process's own, or not alive, on this
         host cannot be holding a transfer now.
         """
-        released = 0
         with self.db.transaction() as conn:
             owners = [r[0] for r in conn.execute(self.q["claims_on_host"], {"prefix": worker_prefix})]
-        for owner in owners:
-            pid_text = owner.rsplit("/", 1)[-1]
-            if not pid_text.isdigit():
-                continue
-            pid = int(pid_text)
-            if owner == live_token or not _alive(pid):
-                released += self.release(owner)
-        return released
+        return sum(self.release(owner) for owner in dead_owners(owners, live_token))
 
     # --- outcomes (lease-checked) -----------------------------------------------------------------
     def _lock(self, conn: Any, worker: str, file_id: str) -> None:
@@ -271,7 +257,7 @@ class Ledger:
         with self.db.transaction() as conn:
             return [Problem(*row) for row in conn.execute(self.q["problems"], {"limit": limit})]
 
-    def destinations(self) -> list[tuple[str, str | None, str, str | None, str | None, str | None]]:
+    def destinations(self) -> list[Destination]:
         """(file id, path, state, sink, remote id, url) of every file; sink is None when not copied."""
         with self.db.transaction() as conn:
             return [tuple(row) for row in conn.execute(self.q["destinations"])]
@@ -304,23 +290,6 @@ class Ledger:
         self.db.close()
 
 
-def claim_token(worker_id: str) -> str:
-    """This process's name in leases: worker, host and pid, so a dead process's claims can be recognised."""
-    return f"{worker_id}@{socket.gethostname()}/{os.getpid()}"
+_conforms: type[Ledger] = PostgresLedger
 
-
-def host_prefix(worker_id: str) -> str:
-    return f"{worker_id}@{socket.gethostname()}/"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-__all__ = ["ErrorClass", "Ledger", "Problem", "claim_token", "host_prefix"]
+__all__ = ["CopiedTransfer", "ErrorClass", "PostgresLedger", "Problem", "claim_token", "host_prefix"]

@@ -295,7 +295,7 @@ def test_a_stalled_transfer_lets_its_lease_lapse_and_its_late_mark_is_refused(
 ) -> None:
     import threading
 
-    from filesync.ledger import Database, Ledger
+    from filesync.ledger import Database, PostgresLedger
 
     s3.put("slow.jpg", image_bytes("JPEG"), "image/jpeg")
     add_rows(database_url, [("slow", "slow.jpg")])
@@ -304,7 +304,8 @@ def test_a_stalled_transfer_lets_its_lease_lapse_and_its_late_mark_is_refused(
     results: list[Any] = []
     stalled = threading.Thread(target=lambda: results.append(run_inprocess(env)))
     stalled.start()
-    other = Ledger(Database(database_url), "filesync", App.build(Environment(env, env_file=os.devnull)).config.app)
+    config = App.build(Environment(env, env_file=os.devnull)).config
+    other = PostgresLedger(Database(database_url), "filesync", config.app)
     try:
         deadline = time.monotonic() + 20
         taken: list[Any] = []

@@ -141,10 +141,6 @@ def test_two_replicas_copy_every_file_exactly_once(
         assert replica.events("run_finished"), "a replica never finished a run"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "the enqueue advisory lock is a pg_try_advisory_xact_lock held only for the enqueue transaction (a few "
-    "ms), so a replica that ticks a moment later still gets it and scans again in the same second; needs "
-    "the ledger to also skip an enqueue that another worker finished moments ago (lead's change)"))
 def test_two_replicas_do_not_run_the_enqueue_step_in_the_same_second(
     tmp_path: Path, database_url: str, s3: S3Server, cf: CountingCloudflare
 ) -> None:

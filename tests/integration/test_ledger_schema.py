@@ -9,9 +9,9 @@ import psycopg
 
 from filesync import pipeline
 from filesync.app import App
-from filesync.settings import Environment
 from filesync.ledger import Database
 from filesync.ledger.migrations import available, current_version, migrate
+from filesync.settings import Environment
 from tests.media import image_bytes
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from filesync.settings import Config, Environment, Setting, positive_int, tus_chunk_size
 from filesync.errors import ConfigError
+from filesync.settings import Config, Environment, Setting, positive_int, tus_chunk_size
 
 
 def test_environment_wins_over_dotenv(tmp_path: Path) -> None:

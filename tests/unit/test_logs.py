@@ -14,8 +14,8 @@ import pytest
 import structlog
 
 from filesync import logs, redaction
-from filesync.settings import Environment
 from filesync.errors import ConfigError
+from filesync.settings import Environment
 
 DB_PASSWORD = "pw-Zq81xDistinct"
 TOKEN = "cf-token-Vv72Distinct"

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from filesync.settings import DEFAULT_ROUTES
 from filesync.errors import ConfigError
 from filesync.routing import Routes
+from filesync.settings import DEFAULT_ROUTES
 
 
 def test_default_routes_send_images_and_videos_to_cloudflare() -> None:

@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from filesync import metrics
-from filesync.settings import Environment
+from filesync.daemon import Daemon
 from filesync.errors import ConfigError, LedgerUnavailable
 from filesync.model import RunSummary
-from filesync.daemon import Daemon
 from filesync.schedule import DaemonConfig, cron_expression, cron_trigger, cron_weekdays
+from filesync.settings import Environment
 
 UTC = ZoneInfo("UTC")
 
@@ -196,7 +196,7 @@ def test_shutdown_waits_for_the_run_then_aborts_after_the_grace_period() -> None
     seen: dict[str, bool] = {}
     started = threading.Event()
 
-    def run(app: Any, *, stop: threading.Event, abort: threading.Event) -> RunSummary:
+    def run(app: Any, *, stop: threading.Event, abort: threading.Event, **_: Any) -> RunSummary:
         started.set()
         stop.wait()
         seen["stopped"] = True

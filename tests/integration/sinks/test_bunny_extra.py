@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from filesync.settings import Environment
 from filesync.errors import ConfigError, NetworkError, PermanentError, RateLimited, SourceError
 from filesync.model import Kind, SourceObject
+from filesync.settings import Environment
 from filesync.sinks import SinkContext
 from filesync.sinks.bunny import BunnySink
 from filesync.testing.fakes.base import free_port

@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from filesync import http
-from filesync.settings import Environment
 from filesync.errors import PermanentError, RateLimited, ServerError
 from filesync.model import Kind, SourceObject
+from filesync.settings import Environment
 from filesync.sinks import SinkContext
 from filesync.sinks._cloudflare import SETTINGS, CloudflareAccount
 from filesync.sinks.cloudflare_images import CloudflareImagesSink, fit_metadata

@@ -250,8 +250,8 @@ def test_bad_token_check_fails_without_showing_it(small_fake: FakeCloudflare,
 
 
 def test_from_settings_reads_the_chunk_size(small_fake: FakeCloudflare) -> None:
-    from filesync.settings import Environment
     from filesync.errors import ConfigError
+    from filesync.settings import Environment
     from filesync.sinks import SinkContext
 
     base = {"CLOUDFLARE_ACCOUNT_ID": small_fake.account_id, "CLOUDFLARE_API_TOKEN": small_fake.token,

@@ -13,9 +13,9 @@ import cloudinary.utils
 import pytest
 import requests
 
-from filesync.settings import Environment
 from filesync.errors import ConfigError, NetworkError, PermanentError, RateLimited, ServerError
 from filesync.model import Kind, SourceObject
+from filesync.settings import Environment
 from filesync.sinks import SinkContext
 from filesync.sinks.cloudinary import MIN_CHUNK, CloudinarySink, cloudinary_account
 from filesync.testing.fakes.cloudinary import FakeCloudinary
