@@ -43,9 +43,9 @@ class App:
         routes = Routes.parse(config.routes)
         context = SinkContext(http_timeout=config.http_timeout, concurrency=config.concurrency)
         source_cls = source_registry.load(config.source)
-        source_values = env.resolve(source_cls.SETTINGS)
+        source_values = env.load(source_cls.Settings)
         sink_classes = {name: sink_registry.load(name) for name in routes.all_sinks()}
-        sink_values = {name: env.resolve(cls_.SETTINGS) for name, cls_ in sink_classes.items()}
+        sink_values = {name: env.load(cls_.Settings) for name, cls_ in sink_classes.items()}
         # Everything is valid: only now build clients and connect.
         source = source_cls.from_settings(
             source_values, SourceContext(http_timeout=config.http_timeout, concurrency=config.concurrency))

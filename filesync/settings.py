@@ -11,15 +11,18 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 from filesync.errors import ConfigError
+
+T = TypeVar("T")
+_SETTING = "filesync.setting"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,21 @@ class Setting:
     secret: bool = False
     parse: Callable[[str], Any] = str
     group: str = "General"
+
+
+def setting(env: str, help: str, *, default: str | None = None, required: bool = False, secret: bool = False,
+            parse: Callable[[str], Any] = str, group: str = "General") -> Any:
+    """A field of a plug-in's frozen settings dataclass, declared as an environment variable.
+
+    The dataclass is the plug-in's typed settings: `Environment.load(cls)` fills it, so a misspelt field is
+    a type error and each default lives in one place (the Setting, never the dataclass).
+    """
+    return field(repr=not secret, metadata={_SETTING: Setting(env, help, default, required, secret, parse, group)})
+
+
+def settings_of(cls: type[Any]) -> tuple[Setting, ...]:
+    """The Settings declared by a settings dataclass's fields, in order."""
+    return tuple(f.metadata[_SETTING] for f in fields(cls))
 
 
 # --- parsers: each raises ValueError with a short human reason -------------------------------------
@@ -240,6 +258,12 @@ class Environment(Mapping[str, str]):
         if problems:
             raise ConfigError(problems[0] if len(problems) == 1 else "\n  " + "\n  ".join(problems))
         return values
+
+    def load(self, cls: type[T]) -> T:
+        """A settings dataclass filled from the environment; every bad variable is reported at once."""
+        declared = [(f.name, f.metadata[_SETTING]) for f in fields(cls)]  # type: ignore[arg-type]
+        values = self.resolve(s for _, s in declared)
+        return cls(**{name: values[s.env] for name, s in declared})
 
     def secret_values(self, settings: Iterable[Setting]) -> list[str]:
         """Values that must never be printed: declared secrets and passwords inside URLs."""

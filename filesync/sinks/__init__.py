@@ -62,12 +62,14 @@ class Sink(Protocol):
     """A destination. Synchronous: the pipeline's thread pool provides concurrency."""
 
     name: ClassVar[str]
-    SETTINGS: ClassVar[tuple[Setting, ...]]
+    #: The sink's typed settings: a frozen dataclass of `filesync.settings.setting` fields.
+    Settings: ClassVar[type[Any]]
+    SETTINGS: ClassVar[tuple[Setting, ...]]  # settings_of(Settings): for docs, redaction, `filesync sinks`
     capabilities: Capabilities
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SinkContext) -> Sink:
-        """Build from already validated settings (keyed by variable name)."""
+    def from_settings(cls, values: Any, context: SinkContext) -> Sink:
+        """Build from an instance of `Settings`, already validated (`Environment.load`)."""
 
     def check(self) -> None:
         """One harmless authenticated call. Raises ConfigError or SinkError with a reason."""

@@ -17,23 +17,28 @@ import requests
 
 from filesync.errors import ErrorClass, PermanentError, SinkError
 from filesync.http import error_for_status, make_session, pacer
-from filesync.settings import Setting, http_url, positive_float
+from filesync.settings import Setting, http_url, positive_float, setting, settings_of
 
 GROUP = "Sink: Cloudflare (Images, Stream)"
 DEFAULT_API_BASE = "https://api.cloudflare.com/client/v4"
 PACER_NAME = "cloudflare"
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("CLOUDFLARE_ACCOUNT_ID", "Cloudflare account id (dashboard sidebar).", required=True,
-            group=GROUP),
-    Setting("CLOUDFLARE_API_TOKEN", "API token with Images Write and/or Stream Write.", required=True,
-            secret=True, group=GROUP),
-    Setting("CLOUDFLARE_API_BASE", "Cloudflare API base URL (tests point it at a fake).",
-            default=DEFAULT_API_BASE, parse=http_url, group=GROUP),
-    Setting("FILESYNC_CLOUDFLARE_RPS", "Requests per second to the Cloudflare API, shared by every transfer; "
-            "Cloudflare blocks an account for 5 minutes past 1200 requests in 5 minutes.",
-            default="3.5", parse=positive_float, group=GROUP),
-)
+@dataclass(frozen=True)
+class CloudflareSettings:
+    """The account settings both Cloudflare sinks read."""
+
+    account_id: str = setting("CLOUDFLARE_ACCOUNT_ID", "Cloudflare account id (dashboard sidebar).",
+                              required=True, group=GROUP)
+    token: str = setting("CLOUDFLARE_API_TOKEN", "API token with Images Write and/or Stream Write.",
+                         required=True, secret=True, group=GROUP)
+    api_base: str = setting("CLOUDFLARE_API_BASE", "Cloudflare API base URL (tests point it at a fake).",
+                            default=DEFAULT_API_BASE, parse=http_url, group=GROUP)
+    rps: float = setting("FILESYNC_CLOUDFLARE_RPS", "Requests per second to the Cloudflare API, shared by every "
+                         "transfer; Cloudflare blocks an account for 5 minutes past 1200 requests in 5 minutes.",
+                         default="3.5", parse=positive_float, group=GROUP)
+
+
+SETTINGS: tuple[Setting, ...] = settings_of(CloudflareSettings)
 
 #: Cloudflare's error code for a refused token or a token without access to the account.
 AUTH_ERROR_CODES = frozenset({10000, 10001, 9106, 9109, 6003, 6111})
@@ -49,13 +54,8 @@ class CloudflareAccount:
     rps: float = 3.5
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> CloudflareAccount:
-        return cls(
-            account_id=values["CLOUDFLARE_ACCOUNT_ID"],
-            token=values["CLOUDFLARE_API_TOKEN"],
-            api_base=values.get("CLOUDFLARE_API_BASE") or DEFAULT_API_BASE,
-            rps=float(values.get("FILESYNC_CLOUDFLARE_RPS") or 3.5),
-        )
+    def from_settings(cls, values: CloudflareSettings) -> CloudflareAccount:
+        return cls(account_id=values.account_id, token=values.token, api_base=values.api_base, rps=values.rps)
 
     def url(self, *parts: str) -> str:
         """An account URL; each part is one path segment, percent-encoded (a `/` inside becomes %2F)."""

@@ -12,6 +12,7 @@ import hashlib
 import re
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -27,7 +28,7 @@ from filesync.errors import (
 )
 from filesync.http import make_session, raise_for_status, translated
 from filesync.model import Kind, RemoteObject, SourceObject
-from filesync.settings import Setting, http_url
+from filesync.settings import Setting, http_url, setting, settings_of
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
 from filesync.sinks._body import Counted
 from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, safe_name, validate_template
@@ -81,23 +82,30 @@ def _reason(response: requests.Response) -> str:
     return response.text[:200]
 
 
+_GROUP = "Sink: bunny"
+
+
+@dataclass(frozen=True)
+class BunnySettings:
+    zone: str = setting("BUNNY_STORAGE_ZONE", "Storage zone name.", required=True, group=_GROUP)
+    api_key: str = setting("BUNNY_API_KEY", "The storage zone's password (FTP & API Access), not the account "
+                           "API key.", required=True, secret=True, group=_GROUP)
+    region: str = setting("BUNNY_REGION", f"The zone's primary storage region: {', '.join(REGION_HOSTS)}.",
+                          default="de", parse=storage_region, group=_GROUP)
+    pull_zone: str | None = setting("BUNNY_PULL_ZONE", "Pull zone hostname or URL serving the zone, for public "
+                                    "URLs (e.g. myzone.b-cdn.net).", parse=pull_zone_url, group=_GROUP)
+    root: str | None = setting("BUNNY_ROOT_FOLDER", "Folder inside the zone that objects go under.",
+                               parse=root_folder, group=_GROUP)
+    template: str = setting("BUNNY_TEMPLATE", "Object name template: {id} {ext} {path} {name} {stem} {kind} "
+                            "{date:%Y/%m}.", default=DEFAULT_TEMPLATE, parse=validate_template, group=_GROUP)
+    endpoint: str | None = setting("BUNNY_ENDPOINT", "Base URL replacing the region's host (proxies, tests).",
+                                   parse=http_url, group=_GROUP)
+
+
 class BunnySink:
     name: ClassVar[str] = "bunny"
-    SETTINGS: ClassVar[tuple[Setting, ...]] = (
-        Setting("BUNNY_STORAGE_ZONE", "Storage zone name.", required=True, group="Sink: bunny"),
-        Setting("BUNNY_API_KEY", "The storage zone's password (FTP & API Access), not the account API key.",
-                required=True, secret=True, group="Sink: bunny"),
-        Setting("BUNNY_REGION", f"The zone's primary storage region: {', '.join(REGION_HOSTS)}.",
-                default="de", parse=storage_region, group="Sink: bunny"),
-        Setting("BUNNY_PULL_ZONE", "Pull zone hostname or URL serving the zone, for public URLs "
-                "(e.g. myzone.b-cdn.net).", parse=pull_zone_url, group="Sink: bunny"),
-        Setting("BUNNY_ROOT_FOLDER", "Folder inside the zone that objects go under.", parse=root_folder,
-                group="Sink: bunny"),
-        Setting("BUNNY_TEMPLATE", "Object name template: {id} {ext} {path} {name} {stem} {kind} "
-                "{date:%Y/%m}.", default=DEFAULT_TEMPLATE, parse=validate_template, group="Sink: bunny"),
-        Setting("BUNNY_ENDPOINT", "Base URL replacing the region's host (proxies, tests).", parse=http_url,
-                group="Sink: bunny"),
-    )
+    Settings: ClassVar[type[BunnySettings]] = BunnySettings
+    SETTINGS: ClassVar[tuple[Setting, ...]] = settings_of(BunnySettings)
     capabilities = Capabilities(
         kinds=frozenset({Kind.IMAGE, Kind.VIDEO, Kind.OTHER}), keeps_metadata=False, checksum="sha256"
     )
@@ -125,15 +133,15 @@ class BunnySink:
         self.http = session or make_session(timeout=timeout)
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SinkContext) -> BunnySink:
+    def from_settings(cls, values: BunnySettings, context: SinkContext) -> BunnySink:
         return cls(
-            values["BUNNY_STORAGE_ZONE"],
-            values["BUNNY_API_KEY"],
-            region=values.get("BUNNY_REGION") or "de",
-            endpoint=values.get("BUNNY_ENDPOINT"),
-            pull_zone=values.get("BUNNY_PULL_ZONE"),
-            root=values.get("BUNNY_ROOT_FOLDER") or "",
-            template=values.get("BUNNY_TEMPLATE") or DEFAULT_TEMPLATE,
+            values.zone,
+            values.api_key,
+            region=values.region,
+            endpoint=values.endpoint,
+            pull_zone=values.pull_zone,
+            root=values.root or "",
+            template=values.template,
             session=make_session(timeout=context.http_timeout, pool=max(4, context.concurrency)),
         )
 

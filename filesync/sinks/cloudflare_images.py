@@ -23,6 +23,7 @@ from filesync.sinks._body import Counted
 from filesync.sinks._cloudflare import (
     SETTINGS,
     CloudflareAccount,
+    CloudflareSettings,
     api_error,
     error_codes,
     make_cloudflare_session,
@@ -40,6 +41,7 @@ DROP_ORDER = ("path", "fileId", "gpsCoordinates", "dateTaken")
 
 class CloudflareImagesSink:
     name: ClassVar[str] = "cloudflare-images"
+    Settings: ClassVar[type[CloudflareSettings]] = CloudflareSettings
     SETTINGS: ClassVar[tuple[Setting, ...]] = SETTINGS
     capabilities = Capabilities(
         kinds=frozenset({Kind.IMAGE}),
@@ -56,7 +58,7 @@ class CloudflareImagesSink:
         self.http = make_cloudflare_session(account, timeout)
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SinkContext) -> CloudflareImagesSink:
+    def from_settings(cls, values: CloudflareSettings, context: SinkContext) -> CloudflareImagesSink:
         return cls(CloudflareAccount.from_settings(values), timeout=context.http_timeout)
 
     def check(self) -> None:

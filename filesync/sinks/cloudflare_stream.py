@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 from urllib.parse import urljoin
 
@@ -27,13 +28,13 @@ from tusclient.uploader.uploader import Uploader
 from filesync.errors import ErrorClass, PermanentError, ServerError, SinkError
 from filesync.http import translated
 from filesync.model import Kind, RemoteObject, SourceObject
-from filesync.settings import Setting, tus_chunk_size
+from filesync.settings import Setting, setting, settings_of, tus_chunk_size
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
 from filesync.sinks._body import Counted
 from filesync.sinks._cloudflare import (
     GROUP,
-    SETTINGS,
     CloudflareAccount,
+    CloudflareSettings,
     api_error,
     make_cloudflare_session,
     raise_for_envelope,
@@ -50,14 +51,17 @@ COMPLETE_STATES = frozenset({"downloading", "queued", "inprogress", "ready", "li
 _Started = tuple[str, str, int]  # (upload URL, video uid, offset)
 
 
+@dataclass(frozen=True)
+class StreamSettings(CloudflareSettings):
+    chunk_bytes: int = setting("FILESYNC_TUS_CHUNK_BYTES", "Bytes per tus PATCH to Stream: a multiple of 262144 "
+                               "from 5 MiB to 200 MiB; bigger is faster on a good link, smaller loses less to a "
+                               "dropped connection.", default=str(DEFAULT_CHUNK), parse=tus_chunk_size, group=GROUP)
+
+
 class CloudflareStreamSink:
     name: ClassVar[str] = "cloudflare-stream"
-    SETTINGS: ClassVar[tuple[Setting, ...]] = (
-        *SETTINGS,
-        Setting("FILESYNC_TUS_CHUNK_BYTES", "Bytes per tus PATCH to Stream: a multiple of 262144 from 5 MiB "
-                "to 200 MiB; bigger is faster on a good link, smaller loses less to a dropped connection.",
-                default=str(DEFAULT_CHUNK), parse=tus_chunk_size, group=GROUP),
-    )
+    Settings: ClassVar[type[StreamSettings]] = StreamSettings
+    SETTINGS: ClassVar[tuple[Setting, ...]] = settings_of(StreamSettings)
     capabilities = Capabilities(
         kinds=frozenset({Kind.VIDEO}), max_bytes=30_000_000_000, keeps_metadata=True, resumable=True
     )
@@ -69,9 +73,9 @@ class CloudflareStreamSink:
         self.http = make_cloudflare_session(account, timeout)
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SinkContext) -> CloudflareStreamSink:
+    def from_settings(cls, values: StreamSettings, context: SinkContext) -> CloudflareStreamSink:
         return cls(CloudflareAccount.from_settings(values), timeout=context.http_timeout,
-                   chunk_size=values["FILESYNC_TUS_CHUNK_BYTES"])
+                   chunk_size=values.chunk_bytes)
 
     # --- the contract -------------------------------------------------------------------------
     def check(self) -> None:

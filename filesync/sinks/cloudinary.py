@@ -35,7 +35,7 @@ from filesync.errors import (
 )
 from filesync.http import error_for_status
 from filesync.model import Kind, RemoteObject, SourceObject
-from filesync.settings import Setting, http_url, positive_int
+from filesync.settings import Setting, http_url, positive_int, setting, settings_of
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
 from filesync.sinks._body import read_up_to
 from filesync.sinks.naming import safe_name
@@ -115,17 +115,22 @@ def chunk_bytes(raw: str) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class CloudinarySettings:
+    account: CloudinaryAccount = setting(
+        "CLOUDINARY_URL", "cloudinary://API_KEY:API_SECRET@CLOUD_NAME, from the Cloudinary console.",
+        required=True, secret=True, parse=cloudinary_account, group="Sink: cloudinary")
+    folder: str | None = setting("CLOUDINARY_FOLDER", "Folder the public_ids go under.", parse=folder,
+                                 group="Sink: cloudinary")
+    chunk_bytes: int = setting("CLOUDINARY_CHUNK_BYTES", "Files larger than this are sent in chunks of this size "
+                               "(at least 5 MiB); also the most memory one transfer holds.",
+                               default=str(DEFAULT_CHUNK), parse=chunk_bytes, group="Sink: cloudinary")
+
+
 class CloudinarySink:
     name: ClassVar[str] = "cloudinary"
-    SETTINGS: ClassVar[tuple[Setting, ...]] = (
-        Setting("CLOUDINARY_URL", "cloudinary://API_KEY:API_SECRET@CLOUD_NAME, from the Cloudinary console.",
-                required=True, secret=True, parse=cloudinary_account, group="Sink: cloudinary"),
-        Setting("CLOUDINARY_FOLDER", "Folder the public_ids go under.", parse=folder,
-                group="Sink: cloudinary"),
-        Setting("CLOUDINARY_CHUNK_BYTES", "Files larger than this are sent in chunks of this size (at least "
-                "5 MiB); also the most memory one transfer holds.", default=str(DEFAULT_CHUNK),
-                parse=chunk_bytes, group="Sink: cloudinary"),
-    )
+    Settings: ClassVar[type[CloudinarySettings]] = CloudinarySettings
+    SETTINGS: ClassVar[tuple[Setting, ...]] = settings_of(CloudinarySettings)
     capabilities = Capabilities(
         kinds=frozenset({Kind.IMAGE, Kind.VIDEO, Kind.OTHER}), keeps_metadata=True, checksum=None
     )
@@ -142,11 +147,11 @@ class CloudinarySink:
         self.timeout = timeout
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SinkContext) -> CloudinarySink:
+    def from_settings(cls, values: CloudinarySettings, context: SinkContext) -> CloudinarySink:
         return cls(
-            values["CLOUDINARY_URL"],
-            folder=values.get("CLOUDINARY_FOLDER") or "",
-            chunk_bytes=values.get("CLOUDINARY_CHUNK_BYTES") or DEFAULT_CHUNK,
+            values.account,
+            folder=values.folder or "",
+            chunk_bytes=values.chunk_bytes,
             timeout=context.http_timeout,
         )
 

@@ -12,12 +12,13 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 from filesync.errors import ErrorClass, PermanentError, SinkError
 from filesync.model import Kind, RemoteObject, SourceObject
-from filesync.settings import Setting
+from filesync.settings import Setting, setting, settings_of
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
 from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, validate_template
 
@@ -25,14 +26,19 @@ CHUNK = 1024 * 1024
 META_SUFFIX = ".meta.json"
 
 
+@dataclass(frozen=True)
+class LocalSettings:
+    dir: str = setting("FILESYNC_LOCAL_DIR", "Folder the `local` sink writes to (created if missing).",
+                       required=True, group="Sink: local")
+    template: str = setting("FILESYNC_LOCAL_TEMPLATE", "Object name template: {id} {ext} {path} {name} {stem} "
+                            "{kind} {date:%Y/%m}.", default=DEFAULT_TEMPLATE, parse=validate_template,
+                            group="Sink: local")
+
+
 class LocalSink:
     name: ClassVar[str] = "local"
-    SETTINGS: ClassVar[tuple[Setting, ...]] = (
-        Setting("FILESYNC_LOCAL_DIR", "Folder the `local` sink writes to (created if missing).", required=True,
-                group="Sink: local"),
-        Setting("FILESYNC_LOCAL_TEMPLATE", "Object name template: {id} {ext} {path} {name} {stem} {kind} "
-                "{date:%Y/%m}.", default=DEFAULT_TEMPLATE, parse=validate_template, group="Sink: local"),
-    )
+    Settings: ClassVar[type[LocalSettings]] = LocalSettings
+    SETTINGS: ClassVar[tuple[Setting, ...]] = settings_of(LocalSettings)
     capabilities = Capabilities(
         kinds=frozenset({Kind.IMAGE, Kind.VIDEO, Kind.OTHER}), keeps_metadata=True, checksum=None
     )
@@ -42,8 +48,8 @@ class LocalSink:
         self.template = template
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SinkContext) -> LocalSink:
-        return cls(Path(values["FILESYNC_LOCAL_DIR"]).expanduser(), values["FILESYNC_LOCAL_TEMPLATE"])
+    def from_settings(cls, values: LocalSettings, context: SinkContext) -> LocalSink:
+        return cls(Path(values.dir).expanduser(), values.template)
 
     def _target(self, obj: SourceObject) -> tuple[str, Path]:
         name = object_name(self.template, obj, sink=self.name)

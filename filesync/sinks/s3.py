@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 from urllib.parse import quote, unquote
 
@@ -34,7 +34,7 @@ from filesync.s3client import (
     make_client,
     region_from_endpoint,
 )
-from filesync.settings import Setting, http_url
+from filesync.settings import Setting, http_url, setting, settings_of
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
 from filesync.sinks._body import read_exactly
 from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, validate_template
@@ -63,27 +63,34 @@ def part_size_for(size: int, preferred: int) -> int:
     return max(preferred, -(-needed // MIB) * MIB)
 
 
+_GROUP = "Sink: s3"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str = setting("FILESYNC_S3_BUCKET", "Bucket the `s3` sink writes to.", required=True, group=_GROUP)
+    endpoint: str | None = setting("FILESYNC_S3_ENDPOINT", "Endpoint of an S3-compatible service (R2, Spaces, "
+                                   "MinIO); unset: AWS.", parse=http_url, group=_GROUP)
+    region: str | None = setting("FILESYNC_S3_REGION", "Region; unset: derived from a Spaces endpoint, else "
+                                 "boto3's default.", group=_GROUP)
+    key: str | None = setting("FILESYNC_S3_KEY", "Access key; unset: boto3's default credential chain (env, "
+                              "profile, role).", secret=True, group=_GROUP)
+    secret: str | None = setting("FILESYNC_S3_SECRET", "Secret key paired with FILESYNC_S3_KEY.", secret=True,
+                                 group=_GROUP)
+    prefix: str = setting("FILESYNC_S3_PREFIX", "Folder inside the bucket that every object goes under.",
+                          default="", group=_GROUP)
+    storage_class: str | None = setting("FILESYNC_S3_STORAGE_CLASS", "Storage class sent with each object (e.g. "
+                                        "STANDARD_IA); unset: the bucket's default.", group=_GROUP)
+    template: str = setting("FILESYNC_S3_TEMPLATE", "Object key template: {id} {ext} {path} {name} {stem} {kind} "
+                            "{date:%Y/%m}.", default=DEFAULT_TEMPLATE, parse=validate_template, group=_GROUP)
+    public_url: str | None = setting("FILESYNC_S3_PUBLIC_URL", "Base URL of public links (CDN or bucket "
+                                     "website); unset: s3:// URLs.", parse=http_url, group=_GROUP)
+
+
 class S3Sink:
     name: ClassVar[str] = "s3"
-    SETTINGS: ClassVar[tuple[Setting, ...]] = (
-        Setting("FILESYNC_S3_BUCKET", "Bucket the `s3` sink writes to.", required=True, group="Sink: s3"),
-        Setting("FILESYNC_S3_ENDPOINT", "Endpoint of an S3-compatible service (R2, Spaces, MinIO); "
-                "unset: AWS.", parse=http_url, group="Sink: s3"),
-        Setting("FILESYNC_S3_REGION", "Region; unset: derived from a Spaces endpoint, else boto3's default.",
-                group="Sink: s3"),
-        Setting("FILESYNC_S3_KEY", "Access key; unset: boto3's default credential chain (env, profile, "
-                "role).", secret=True, group="Sink: s3"),
-        Setting("FILESYNC_S3_SECRET", "Secret key paired with FILESYNC_S3_KEY.", secret=True,
-                group="Sink: s3"),
-        Setting("FILESYNC_S3_PREFIX", "Folder inside the bucket that every object goes under.", default="",
-                group="Sink: s3"),
-        Setting("FILESYNC_S3_STORAGE_CLASS", "Storage class sent with each object (e.g. STANDARD_IA); unset: "
-                "the bucket's default.", group="Sink: s3"),
-        Setting("FILESYNC_S3_TEMPLATE", "Object key template: {id} {ext} {path} {name} {stem} {kind} "
-                "{date:%Y/%m}.", default=DEFAULT_TEMPLATE, parse=validate_template, group="Sink: s3"),
-        Setting("FILESYNC_S3_PUBLIC_URL", "Base URL of public links (CDN or bucket website); unset: "
-                "s3:// URLs.", parse=http_url, group="Sink: s3"),
-    )
+    Settings: ClassVar[type[S3Settings]] = S3Settings
+    SETTINGS: ClassVar[tuple[Setting, ...]] = settings_of(S3Settings)
     capabilities = Capabilities(
         kinds=frozenset({Kind.IMAGE, Kind.VIDEO, Kind.OTHER}), max_bytes=MAX_OBJECT, keeps_metadata=True,
         checksum="md5",
@@ -109,22 +116,22 @@ class S3Sink:
         self.part_size = part_size
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SinkContext) -> S3Sink:
-        key, secret = values.get("FILESYNC_S3_KEY") or None, values.get("FILESYNC_S3_SECRET") or None
+    def from_settings(cls, values: S3Settings, context: SinkContext) -> S3Sink:
+        key, secret = values.key or None, values.secret or None
         if (key is None) != (secret is None):
             raise ConfigError("FILESYNC_S3_KEY and FILESYNC_S3_SECRET go together: set both, or neither to use "
                               "boto3's default credential chain")
-        endpoint = values.get("FILESYNC_S3_ENDPOINT")
-        region = values.get("FILESYNC_S3_REGION") or (region_from_endpoint(endpoint) if endpoint else None)
+        endpoint = values.endpoint
+        region = values.region or (region_from_endpoint(endpoint) if endpoint else None)
         client = make_client(endpoint=endpoint, region=region, key=key, secret=secret,
                              timeout=context.http_timeout, pool=max(10, context.concurrency * 2))
         return cls(
             client,
-            values["FILESYNC_S3_BUCKET"],
-            prefix=values.get("FILESYNC_S3_PREFIX") or "",
-            template=values.get("FILESYNC_S3_TEMPLATE") or DEFAULT_TEMPLATE,
-            storage_class=values.get("FILESYNC_S3_STORAGE_CLASS") or None,
-            public_url=values.get("FILESYNC_S3_PUBLIC_URL"),
+            values.bucket,
+            prefix=values.prefix,
+            template=values.template,
+            storage_class=values.storage_class or None,
+            public_url=values.public_url,
         )
 
     def __repr__(self) -> str:

@@ -53,10 +53,13 @@ class Source(Protocol):
     """Reads objects by key. Raises SourceNotFound for a missing key, SourceError otherwise."""
 
     name: ClassVar[str]
-    SETTINGS: ClassVar[tuple[Setting, ...]]
+    #: The source's typed settings: a frozen dataclass of `filesync.settings.setting` fields.
+    Settings: ClassVar[type[Any]]
+    SETTINGS: ClassVar[tuple[Setting, ...]]  # settings_of(Settings)
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SourceContext | None = None) -> Source: ...
+    def from_settings(cls, values: Any, context: SourceContext | None = None) -> Source:
+        """Build from an instance of `Settings`, already validated (`Environment.load`)."""
 
     def check(self) -> None:
         """Reach the source once; SourceUnavailable with a reason if it cannot be reached."""

@@ -40,7 +40,7 @@ import requests
 from filesync import http
 from filesync.errors import ErrorClass, SourceError, SourceNotFound, SourceRefused, SourceUnavailable
 from filesync.retry import RetryPolicy
-from filesync.settings import Setting, boolean, http_url
+from filesync.settings import Setting, boolean, http_url, setting, settings_of
 from filesync.sources import SKIP, Entry, ObjectInfo, SourceContext
 
 DEFAULT_API_BASE = "https://www.googleapis.com"
@@ -105,20 +105,25 @@ class _Item:
     folder: bool = False
 
 
+@dataclass(frozen=True)
+class GDriveSettings:
+    folder: FolderRef = setting("GDRIVE_FOLDER", "Google Drive folder shared as \"anyone with the link\": its link "
+                                "or its id.", required=True, parse=parse_folder, group="Source")
+    api_key: str = setting("GDRIVE_API_KEY", "Google Cloud API key with the Drive API enabled.", required=True,
+                           secret=True, group="Source")
+    recursive: bool = setting("GDRIVE_RECURSIVE", "Also read the folder's subfolders (keys are paths below the "
+                              "folder).", default="true", parse=boolean, group="Source")
+    resource_key: str | None = setting("GDRIVE_RESOURCE_KEY", "Resource key of a folder shared by link before 2021 "
+                                       "(the `resourcekey=` of its link); taken from GDRIVE_FOLDER's link when it "
+                                       "has one.", group="Source")
+    api_base: str = setting("GDRIVE_API_BASE", "Base URL of the Drive API (tests point it at a fake).",
+                            default=DEFAULT_API_BASE, parse=http_url, group="Source")
+
+
 class GDriveSource:
     name: ClassVar[str] = "gdrive"
-    SETTINGS: ClassVar[tuple[Setting, ...]] = (
-        Setting("GDRIVE_FOLDER", "Google Drive folder shared as \"anyone with the link\": its link or its id.",
-                required=True, parse=parse_folder, group="Source"),
-        Setting("GDRIVE_API_KEY", "Google Cloud API key with the Drive API enabled.", required=True, secret=True,
-                group="Source"),
-        Setting("GDRIVE_RECURSIVE", "Also read the folder's subfolders (keys are paths below the folder).",
-                default="true", parse=boolean, group="Source"),
-        Setting("GDRIVE_RESOURCE_KEY", "Resource key of a folder shared by link before 2021 (the `resourcekey=` "
-                "of its link); taken from GDRIVE_FOLDER's link when it has one.", group="Source"),
-        Setting("GDRIVE_API_BASE", "Base URL of the Drive API (tests point it at a fake).",
-                default=DEFAULT_API_BASE, parse=http_url, group="Source"),
-    )
+    Settings: ClassVar[type[GDriveSettings]] = GDriveSettings
+    SETTINGS: ClassVar[tuple[Setting, ...]] = settings_of(GDriveSettings)
     #: Requests per second shared by every transfer of the process: Drive's default quota is 12,000
     #: queries a minute per project, and a public folder's key is often shared with other tools.
     RATE = 20.0
@@ -142,13 +147,12 @@ class GDriveSource:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SourceContext | None = None) -> GDriveSource:
-        folder: FolderRef = values["GDRIVE_FOLDER"]
+    def from_settings(cls, values: GDriveSettings, context: SourceContext | None = None) -> GDriveSource:
         context = context or SourceContext()
         return cls(
-            folder.id, values["GDRIVE_API_KEY"], recursive=values.get("GDRIVE_RECURSIVE", True),
-            resource_key=values.get("GDRIVE_RESOURCE_KEY") or folder.resource_key,
-            api_base=values.get("GDRIVE_API_BASE") or DEFAULT_API_BASE, timeout=context.http_timeout,
+            values.folder.id, values.api_key, recursive=values.recursive,
+            resource_key=values.resource_key or values.folder.resource_key,
+            api_base=values.api_base, timeout=context.http_timeout,
         )
 
     def __repr__(self) -> str:

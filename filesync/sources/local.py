@@ -4,30 +4,35 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar
 
 from filesync.errors import SourceError, SourceNotFound, SourceUnavailable
 from filesync.paths import UnsafePath, safe_relative
-from filesync.settings import Setting
+from filesync.settings import Setting, setting, settings_of
 from filesync.sources import Entry, ObjectInfo, SourceContext
+
+
+@dataclass(frozen=True)
+class LocalSourceSettings:
+    dir: str = setting("FILESYNC_SOURCE_DIR", "Folder read by the `local` source; keys are paths below it.",
+                       required=True, group="Source")
 
 
 class LocalSource:
     name: ClassVar[str] = "local"
-    SETTINGS: ClassVar[tuple[Setting, ...]] = (
-        Setting("FILESYNC_SOURCE_DIR", "Folder read by the `local` source; keys are paths below it.",
-                required=True, group="Source"),
-    )
+    Settings: ClassVar[type[LocalSourceSettings]] = LocalSourceSettings
+    SETTINGS: ClassVar[tuple[Setting, ...]] = settings_of(LocalSourceSettings)
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SourceContext | None = None) -> LocalSource:
-        return cls(Path(values["FILESYNC_SOURCE_DIR"]).expanduser())
+    def from_settings(cls, values: LocalSourceSettings, context: SourceContext | None = None) -> LocalSource:
+        return cls(Path(values.dir).expanduser())
 
     def _path(self, key: str) -> Path:
         try:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
 from filesync.errors import SourceError, SourceNotFound, SourceRefused, SourceUnavailable
 from filesync.retry import RetryPolicy
 from filesync.s3client import BotoCoreError, ClientError, failure, make_client, region_from_endpoint
-from filesync.settings import Setting, http_url
+from filesync.settings import Setting, http_url, setting, settings_of
 from filesync.sources import Entry, ObjectInfo, SourceContext
 
 #: Listing errors that mean the bucket as a whole cannot be read, not one object.
@@ -18,16 +19,20 @@ _UNLISTABLE = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureD
 _PAGE_POLICY = RetryPolicy()
 
 
+@dataclass(frozen=True)
+class SpacesSettings:
+    endpoint: str = setting("SPACES_ENDPOINT", "Endpoint of the bucket, e.g. https://nyc3.digitaloceanspaces.com.",
+                            required=True, parse=http_url, group="Source")
+    key: str = setting("SPACES_KEY", "Access key of the bucket.", required=True, secret=True, group="Source")
+    secret: str = setting("SPACES_SECRET", "Secret key of the bucket.", required=True, secret=True, group="Source")
+    bucket: str = setting("SPACES_BUCKET", "Bucket (Space) holding the files.", required=True, group="Source")
+    region: str | None = setting("SPACES_REGION", "Region; derived from the endpoint when unset.", group="Source")
+
+
 class S3Source:
     name: ClassVar[str] = "s3"
-    SETTINGS: ClassVar[tuple[Setting, ...]] = (
-        Setting("SPACES_ENDPOINT", "Endpoint of the bucket, e.g. https://nyc3.digitaloceanspaces.com.",
-                required=True, parse=http_url, group="Source"),
-        Setting("SPACES_KEY", "Access key of the bucket.", required=True, secret=True, group="Source"),
-        Setting("SPACES_SECRET", "Secret key of the bucket.", required=True, secret=True, group="Source"),
-        Setting("SPACES_BUCKET", "Bucket (Space) holding the files.", required=True, group="Source"),
-        Setting("SPACES_REGION", "Region; derived from the endpoint when unset.", group="Source"),
-    )
+    Settings: ClassVar[type[SpacesSettings]] = SpacesSettings
+    SETTINGS: ClassVar[tuple[Setting, ...]] = settings_of(SpacesSettings)
 
     def __init__(self, client: Any, bucket: str, *, page_size: int = 1000) -> None:
         self._client = client
@@ -35,15 +40,14 @@ class S3Source:
         self.page_size = page_size  # MaxKeys per listing request; tests lower it to force several pages
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], context: SourceContext | None = None) -> S3Source:
+    def from_settings(cls, values: SpacesSettings, context: SourceContext | None = None) -> S3Source:
         context = context or SourceContext()
-        endpoint = values["SPACES_ENDPOINT"]
         client = make_client(
-            endpoint=endpoint, region=values.get("SPACES_REGION") or region_from_endpoint(endpoint),
-            key=values["SPACES_KEY"], secret=values["SPACES_SECRET"], timeout=context.http_timeout,
+            endpoint=values.endpoint, region=values.region or region_from_endpoint(values.endpoint),
+            key=values.key, secret=values.secret, timeout=context.http_timeout,
             pool=max(10, context.concurrency * 2),
         )
-        return cls(client, values["SPACES_BUCKET"])
+        return cls(client, values.bucket)
 
     def check(self) -> None:
         try:

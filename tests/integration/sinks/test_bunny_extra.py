@@ -54,7 +54,7 @@ def photo(file_id: str = "f-1", size: int = 4096, path: str = "2024/IMG 1.jpg") 
 def env_sink(**values: str) -> BunnySink:
     env = Environment({"BUNNY_STORAGE_ZONE": "zone", "BUNNY_API_KEY": "secret-zone-password", **values},
                       env_file="/nonexistent")
-    return BunnySink.from_settings(env.resolve(BunnySink.SETTINGS), SinkContext(http_timeout=5))
+    return BunnySink.from_settings(env.load(BunnySink.Settings), SinkContext(http_timeout=5))
 
 
 @pytest.mark.parametrize("region", sorted(DOCUMENTED_HOSTS))

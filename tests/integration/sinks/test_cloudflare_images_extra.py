@@ -174,8 +174,8 @@ def test_from_settings_uses_the_shared_cloudflare_settings(fake: FakeCloudflare)
     env = Environment({"CLOUDFLARE_ACCOUNT_ID": fake.account_id, "CLOUDFLARE_API_TOKEN": fake.token,
                        "CLOUDFLARE_API_BASE": fake.api_base + "/", "FILESYNC_CLOUDFLARE_RPS": "200"},
                       env_file="/nonexistent")
-    values = env.resolve(CloudflareImagesSink.SETTINGS)
-    assert values["FILESYNC_CLOUDFLARE_RPS"] == 200.0
+    values = env.load(CloudflareImagesSink.Settings)
+    assert values.rps == 200.0
     assert {s.env: s.default for s in SETTINGS}["FILESYNC_CLOUDFLARE_RPS"] == "3.5"
     assert [s.env for s in SETTINGS if s.secret] == ["CLOUDFLARE_API_TOKEN"]
     sink = CloudflareImagesSink.from_settings(values, SinkContext(http_timeout=5.0))

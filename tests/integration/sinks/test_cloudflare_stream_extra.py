@@ -256,10 +256,10 @@ def test_from_settings_reads_the_chunk_size(small_fake: FakeCloudflare) -> None:
 
     base = {"CLOUDFLARE_ACCOUNT_ID": small_fake.account_id, "CLOUDFLARE_API_TOKEN": small_fake.token,
             "CLOUDFLARE_API_BASE": small_fake.api_base, "FILESYNC_CLOUDFLARE_RPS": "200"}
-    values = Environment(base, env_file="/nonexistent").resolve(CloudflareStreamSink.SETTINGS)
+    values = Environment(base, env_file="/nonexistent").load(CloudflareStreamSink.Settings)
     sink = CloudflareStreamSink.from_settings(values, SinkContext(http_timeout=5.0))
     assert sink.chunk_size == 52428800
     sink.check()
     with pytest.raises(ConfigError, match="FILESYNC_TUS_CHUNK_BYTES"):
-        Environment({**base, "FILESYNC_TUS_CHUNK_BYTES": "1000000"}, env_file="/nonexistent").resolve(
-            CloudflareStreamSink.SETTINGS)
+        Environment({**base, "FILESYNC_TUS_CHUNK_BYTES": "1000000"}, env_file="/nonexistent").load(
+            CloudflareStreamSink.Settings)

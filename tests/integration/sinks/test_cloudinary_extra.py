@@ -216,7 +216,7 @@ def test_two_accounts_coexist_despite_global_config() -> None:
 def test_cloudinary_url_is_validated_without_echoing_it() -> None:
     def build(url: str) -> CloudinarySink:
         env = Environment({"CLOUDINARY_URL": url}, env_file="/nonexistent")
-        return CloudinarySink.from_settings(env.resolve(CloudinarySink.SETTINGS), SinkContext(http_timeout=5))
+        return CloudinarySink.from_settings(env.load(CloudinarySink.Settings), SinkContext(http_timeout=5))
 
     sink = build("cloudinary://1234:top-secret-value@my-cloud?upload_prefix=http://127.0.0.1:8000/")
     assert (sink.account.cloud_name, sink.account.api_key) == ("my-cloud", "1234")
@@ -231,7 +231,7 @@ def test_cloudinary_url_is_validated_without_echoing_it() -> None:
     env = Environment({"CLOUDINARY_URL": "cloudinary://1:2@c", "CLOUDINARY_CHUNK_BYTES": "1000000"},
                       env_file="/nonexistent")
     with pytest.raises(ConfigError, match="CLOUDINARY_CHUNK_BYTES"):
-        env.resolve(CloudinarySink.SETTINGS)
+        env.load(CloudinarySink.Settings)
 
 
 def test_dotdot_id_refused_before_any_request(fake: FakeCloudinary) -> None:

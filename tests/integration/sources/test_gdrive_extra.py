@@ -74,7 +74,7 @@ def test_folder_links_and_ids(raw: str, expected: FolderRef) -> None:
 def test_bad_folder_names_the_variable(raw: str) -> None:
     env = Environment({"GDRIVE_FOLDER": raw, "GDRIVE_API_KEY": "AIzaSecretKey-123456"}, env_file="/nonexistent")
     with pytest.raises(ConfigError) as caught:
-        env.resolve(GDriveSource.SETTINGS)
+        env.load(GDriveSource.Settings)
     assert "GDRIVE_FOLDER" in str(caught.value)
     assert "AIzaSecretKey-123456" not in str(caught.value)
 
@@ -83,7 +83,7 @@ def test_from_settings(drive: FakeDrive) -> None:
     link = f"https://drive.google.com/drive/folders/{drive.root_id}?resourcekey=0-fromTheLink&usp=sharing"
     env = Environment({"GDRIVE_FOLDER": link, "GDRIVE_API_KEY": drive.api_key, "GDRIVE_API_BASE": drive.url},
                       env_file="/nonexistent")
-    values = env.resolve(GDriveSource.SETTINGS)
+    values = env.load(GDriveSource.Settings)
     source = GDriveSource.from_settings(values)
     try:
         assert (source.folder_id, source.recursive, source.page_size) == (drive.root_id, True, 1000)

@@ -28,6 +28,7 @@ import aiohttp
 import boto3
 from yarl import URL
 
+from filesync.settings import Environment
 from filesync.sinks import SinkContext
 from filesync.sinks.s3 import S3Sink, decode_meta
 from filesync.testing.fakes.base import ASGIApp, FakeService, Receive, Scope, Send
@@ -226,7 +227,8 @@ def make(fake: FakeS3, bad_credentials: bool = False, *, timeout: float = 30.0, 
         "FILESYNC_S3_TEMPLATE": "{id}{ext}",
         **settings,
     }
-    sink = S3Sink.from_settings(values, SinkContext(http_timeout=timeout))
+    env = Environment({k: v for k, v in values.items() if v is not None}, env_file="/nonexistent")
+    sink = S3Sink.from_settings(env.load(S3Sink.Settings), SinkContext(http_timeout=timeout))
     sink.part_size = PART_SIZE
     return sink
 

@@ -9,6 +9,7 @@ pointed at the proxy; listing requests are counted in the proxy's request log.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -89,9 +90,9 @@ def store(request: pytest.FixtureRequest) -> BucketProxy:
 def make(store: BucketProxy, *, page_size: int, broken: bool = False) -> S3Source:
     env = Environment({**store.server.env(), "SPACES_ENDPOINT": store.url, "SPACES_SECRET": SECRET},
                       env_file="/nonexistent")
-    values = env.resolve(S3Source.SETTINGS)
+    values = env.load(S3Source.Settings)
     if broken:
-        values["SPACES_BUCKET"] = f"{store.server.bucket}-missing"
+        values = dataclasses.replace(values, bucket=f"{store.server.bucket}-missing")
     source = S3Source.from_settings(values)
     source.page_size = page_size
     return source
