@@ -99,6 +99,7 @@ class Pipeline:
         ledger.migrate()
         self.app.source.check()
         run_id = ledger.start_run(self.worker)
+        ledger.abandon_dead_runs(host_prefix(self.config.worker_id), self.worker, run_id)
         self.summary.run_id = run_id
         structlog.contextvars.bind_contextvars(run_id=run_id)
         started = time.monotonic()

@@ -149,6 +149,13 @@ class Ledger(Protocol):
     def close(self) -> None:
         """Release connections."""
 
+    def abandon_dead_runs(self, worker_prefix: str, live_token: str, run_id: int) -> int:
+        """Runs left `running` by a process that is gone become `abandoned` (finished_at stays empty): this
+        host's runs whose pid no longer runs (or is this process's own, restarted), and any host's runs over
+        an hour old whose worker holds no live lease. Never `run_id`, the caller's. How many.
+
+        A run wrongly taken for dead keeps its true end: `finish_run` overwrites the status."""
+
 
 def claim_token(worker_id: str) -> str:
     """This process's name in leases: worker, host and pid, so a dead process's claims can be recognised."""

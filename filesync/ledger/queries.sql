@@ -227,3 +227,16 @@ INSERT INTO {schema}.meta AS m (key, value) VALUES ('routes', %(routes)s)
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
 WHERE m.value IS DISTINCT FROM EXCLUDED.value
 RETURNING key
+
+-- name: running_runs
+-- Runs but the caller's still `running`; stale: over an hour old and no live lease of its worker (live runs renew).
+SELECT r.id, r.worker,
+       r.started_at < now() - interval '1 hour'
+       AND NOT EXISTS (SELECT 1 FROM {schema}.files AS f WHERE f.claimed_by = r.worker AND f.claimed_until > now())
+FROM {schema}.runs AS r
+WHERE r.status = 'running' AND r.id <> %(current)s
+
+-- name: abandon_runs
+-- Runs whose process died before finishing them become `abandoned`; finished_at stays empty (when is unknown).
+UPDATE {schema}.runs SET status = 'abandoned', error = %(error)s
+WHERE id = ANY(%(ids)s) AND status = 'running'

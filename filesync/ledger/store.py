@@ -289,6 +289,21 @@ class PostgresLedger:
     def close(self) -> None:
         self.db.close()
 
+    def abandon_dead_runs(self, worker_prefix: str, live_token: str, run_id: int) -> int:
+        with self.db.transaction() as conn:
+            rows = conn.execute(self.q["running_runs"], {"current": run_id}).fetchall()
+        mine = [worker for _, worker, _ in rows if worker.startswith(worker_prefix)]
+        dead = set(dead_owners(mine, live_token))
+        # This host's pids are checked; another host's runs can only be judged by age and leases.
+        ids = [rid for rid, worker, stale in rows
+               if worker in dead or (stale and not worker.startswith(worker_prefix))]
+        if not ids:
+            return 0
+        with self.db.transaction() as conn:
+            return conn.execute(self.q["abandon_runs"], {
+                "ids": ids, "error": f"abandoned: its process ended without finishing it (seen by run {run_id})",
+            }).rowcount
+
 
 _conforms: type[Ledger] = PostgresLedger
 

@@ -366,5 +366,25 @@ class MemoryLedger:
     def close(self) -> None:
         pass
 
+    STALE_RUN = timedelta(hours=1)  # as queries.sql's running_runs
+
+    def abandon_dead_runs(self, worker_prefix: str, live_token: str, run_id: int) -> int:
+        with self.store.lock:
+            now = self._now()
+            live = {f.claimed_by for f in self.store.files.values()
+                    if f.claimed_by and f.claimed_until is not None and f.claimed_until > now}
+            running = [(i, run) for i, run in enumerate(self.store.runs, 1)
+                       if run["status"] == "running" and i != run_id]
+            dead = set(dead_owners([r["worker"] for _, r in running if r["worker"].startswith(worker_prefix)],
+                                   live_token))
+            abandoned = [run for _, run in running
+                         if run["worker"] in dead or (not run["worker"].startswith(worker_prefix)
+                                                      and run["started_at"] < now - self.STALE_RUN
+                                                      and run["worker"] not in live)]
+            for run in abandoned:
+                run.update(status="abandoned",
+                           error=f"abandoned: its process ended without finishing it (seen by run {run_id})")
+            return len(abandoned)
+
 
 _conforms: type[Ledger] = MemoryLedger
