@@ -12,6 +12,7 @@ so the pipeline decides what to do from the class alone::
       x SourceError            one object could not be read (transient: a later try may work)
         + SourceNotFound       "not found in bucket": permanent for that file
         + SourceRefused        the bucket refused this object (4xx): permanent for that file
+        + SourceDenied         credentials refused: the run stops reading, nothing is counted
       x SinkError              carries sink, status, reason, error_class
         + TransientError       retried within the run, then across runs with backoff
           - RateLimited        429; carries retry_after
@@ -19,6 +20,7 @@ so the pipeline decides what to do from the class alone::
           - NetworkError       connection refused / reset
           - SinkTimeout        connect or read timeout
         + PermanentError       other 4xx: recorded on the transfer, parked
+          - DestinationRefused credentials or quota: the destination is stopped for the run, nothing parked
           - Refused            the destination does not take this object (kind, type, bytes, pixels)
           - BodyEndedEarly     the source ended before its size: the object changed while read
 
@@ -40,6 +42,8 @@ class ExitCode(IntEnum):
     DATABASE = 3  # PostgreSQL could not be reached
     SOURCE = 4  # the bucket (source) could not be reached
     CHECK_FAILED = 5  # `filesync check`: a destination or the source failed its check
+    STOPPED = 6  # a destination or the source refused the setup (credentials, quota) or kept failing: stopped
+    # for this run, no attempt counted against the files; the summary names it and the setting to check
     INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the backlog was done
 
 
@@ -54,6 +58,8 @@ class ErrorClass(StrEnum):
     NOT_FOUND = "not_found"
     INVALID = "invalid"
     UNSUPPORTED = "unsupported"
+    AUTH = "auth"
+    QUOTA = "quota"
     INTERNAL = "internal"
 
 
@@ -103,6 +109,19 @@ class SourceRefused(SourceError):
 
     error_class = ErrorClass.CLIENT
     transient = False
+
+
+class SourceDenied(SourceError):
+    """The source refuses our credentials (expired or revoked key, a bucket policy): a setup problem, not
+    this file's. The run stops reading and counts no attempt; `setting` names what to check."""
+
+    error_class = ErrorClass.AUTH
+    transient = False
+    stops_destination = True
+
+    def __init__(self, message: str, *, setting: str = "") -> None:
+        self.setting = setting
+        super().__init__(message + (f"; check {setting}" if setting else ""))
 
 
 class SinkError(FilesyncError):
@@ -182,6 +201,19 @@ class BodyEndedEarly(PermanentError, SourceError):
         self.got, self.expected = got, expected
         super().__init__(f"{what} ended after {got} of the {expected} bytes expected ({expected - got} short)",
                          sink=sink)
+
+
+class DestinationRefused(PermanentError):
+    """The destination refuses the whole setup, not this file: credentials refused or expired, an account
+    over its quota, a bucket that denies access. The policy stops sending to it for the rest of the run
+    and counts no attempt against the files; `setting` names what to check."""
+
+    error_class = ErrorClass.AUTH
+    stops_destination = True
+
+    def __init__(self, reason: str, *, setting: str = "", **kw: object) -> None:
+        self.setting = setting
+        super().__init__(reason + (f"; check {setting}" if setting else ""), **kw)  # type: ignore[arg-type]
 
 
 class Refused(PermanentError):

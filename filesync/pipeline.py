@@ -30,6 +30,11 @@ from filesync.sources.reader import open_seekable
 
 log = structlog.get_logger("filesync")
 
+SOURCE = "source"  # the name a stopped source goes by in RunSummary.stopped
+#: Transfers to one destination that fail in a row (each after its own retries) before the destination is
+#: stopped for the run: a few files can fail on their own; this many in a row is the destination.
+STREAK = 10
+
 
 class Cancelled(Exception):
     """The transfer was cancelled by a shutdown; its file is handed back, not failed."""
@@ -37,6 +42,10 @@ class Cancelled(Exception):
 
 class _InvalidRow(Exception):
     """The app's row cannot be processed as it is (empty path, bad date)."""
+
+
+class _FailingStreak(Exception):
+    """A destination kept failing transiently: stopped for the run instead of burning every file's attempts."""
 
 
 class _Parked(Exception):
@@ -51,6 +60,7 @@ class TransferSession:
     file_id: str
     sink: str
     token: str | None
+    replace: bool = False
     sent: int = 0
 
     @property
@@ -91,6 +101,7 @@ class Pipeline:
         self.summary = self.outcomes.summary
         self._lock = threading.Lock()
         self._in_flight: dict[str, float] = {}  # file id -> last sign of life (monotonic)
+        self._failing: dict[str, int] = {}  # destination -> transfers failed in a row
         self._finished = threading.Event()
 
     # --- the run --------------------------------------------------------------------------------
@@ -179,7 +190,8 @@ class Pipeline:
         stopped for this run."""
         if self.stop.is_set() or self.abort.is_set():
             return True
-        return bool(self.summary.stopped) and set(self.app.routes.all_sinks()) <= set(self.summary.stopped)
+        stopped = set(self.summary.stopped)
+        return SOURCE in stopped or (bool(stopped) and set(self.app.routes.all_sinks()) <= stopped)
 
     def touch(self, file_id: str) -> None:
         """A sign of life from a transfer: its lease is renewed while these keep coming."""
@@ -223,10 +235,18 @@ class Pipeline:
 
     def _process(self, task: FileTask) -> None:
         log.debug("file_claimed", path=task.path, attempt=task.attempts + 1)
+        if SOURCE in self.summary.stopped:
+            self.outcomes.file_deferred(task, "the source is stopped for this run")
+            return
         try:
             obj = self._inspect(task)
         except (_InvalidRow, SourceError) as exc:
-            self.outcomes.file_failed(task, None, exc, self._decide(exc, task))
+            decision = self._decide(exc, task)
+            if decision.action is Action.STOP:
+                self.outcomes.destination_stopped(SOURCE, exc)
+                self.outcomes.file_deferred(task, "the source is stopped for this run")
+            else:
+                self.outcomes.file_failed(task, None, exc, decision)
             return
         routed = self.app.routes.sinks_for(obj.mime)
         if not routed:
@@ -246,6 +266,10 @@ class Pipeline:
                 raise
             except Exception as exc:
                 decision = self._decide(exc, task)
+                if decision.action is Action.LATER and self._streak(sink_name, failed=True):
+                    decision = Decision(Action.STOP, decision.error_class, decision.status)
+                    exc = _FailingStreak(f"{sink_name}: {STREAK} transfers in a row failed ({exc}); backing off "
+                                         "for this run")
                 self.outcomes.transfer_failed(task, sink_name, exc, decision)
                 if decision.action is Action.STOP:
                     self.outcomes.destination_stopped(sink_name, exc)
@@ -304,7 +328,15 @@ class Pipeline:
             session = TransferSession(self, task.file_id, sink_name, task.resume_tokens.get(sink_name))
             started = time.monotonic()
             remote = self.policy.call(lambda: self._upload_once(sink, obj, session))
+            self._streak(sink_name, failed=False)
             return self.outcomes.transfer_done(task, obj, sink_name, remote, routed, started)
+
+    def _streak(self, sink: str, *, failed: bool) -> bool:
+        """Count transfers to `sink` that failed in a row after their retries; True when the streak reaches
+        STREAK: the destination is failing as a whole, and each further file would only burn an attempt."""
+        with self._lock:
+            self._failing[sink] = self._failing.get(sink, 0) + 1 if failed else 0
+            return self._failing[sink] >= STREAK
 
     def _upload_once(self, sink: Sink, obj: SourceObject, session: TransferSession) -> RemoteObject:
         self.touch(obj.file_id)  # each attempt is a sign of life, even for sinks that send in one request

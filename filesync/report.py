@@ -5,11 +5,14 @@ from __future__ import annotations
 from filesync.errors import ExitCode
 from filesync.ledger import Ledger
 from filesync.model import RunSummary
+from filesync.redaction import redact
 
 _MAX_LINES = 10
 
 
 def exit_code(summary: RunSummary) -> int:
+    if summary.stopped:
+        return ExitCode.STOPPED
     if summary.failed or summary.retry_later:
         return ExitCode.FILES_FAILED
     if summary.interrupted:
@@ -31,6 +34,11 @@ def summary_text(summary: RunSummary, ledger: Ledger | None = None, code: int | 
         f"filesync run {s.run_id}: {s.copied} copied, {s.skipped} skipped, {s.failed} failed, "
         f"{s.retry_later} to retry later, {human_bytes(s.bytes)} sent" + (" (interrupted)" if s.interrupted else ""),
     ]
+    for name, why in sorted(s.stopped.items()):
+        lines.append(f"STOPPED {name}: {why}")
+    if s.stopped:
+        lines.append(f"  {s.deferred} file(s) left for the next run with no attempt counted; fix the setting "
+                     "named above and run again (no `filesync retry` needed)")
     for sink, counts in sorted(s.per_sink.items()):
         parts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
         lines.append(f"  {sink:<20} {parts}")
@@ -51,7 +59,7 @@ def summary_text(summary: RunSummary, ledger: Ledger | None = None, code: int | 
             pass
     if code is not None:
         lines.append(f"exit code {code}")
-    return "\n".join(lines)
+    return redact("\n".join(lines))
 
 
 def status_text(ledger: Ledger, limit: int = 20) -> str:
@@ -65,4 +73,4 @@ def status_text(ledger: Ledger, limit: int = 20) -> str:
             status = f" HTTP {p.status}" if p.status else ""
             lines.append(f"  {p.file_id}  {p.state} after {p.attempts} attempt(s)  "
                          f"[{p.error_class}{status}] {p.error}")
-    return "\n".join(lines)
+    return redact("\n".join(lines))

@@ -56,6 +56,11 @@ class UploadSession(Protocol):
     def progress(self, nbytes: int) -> None:
         """`nbytes` more were sent; drives progress bars and the lease heartbeat."""
 
+    @property
+    def replace(self) -> bool:
+        """The destination may hold an older copy of this file (its row changed, or its flag was reset):
+        what is there must be replaced with these bytes, not counted as already done."""
+
 
 @runtime_checkable
 class Sink(Protocol):

@@ -20,6 +20,7 @@ import requests
 
 from filesync.errors import (
     BodyEndedEarly,
+    DestinationRefused,
     ErrorClass,
     NetworkError,
     PermanentError,
@@ -160,7 +161,11 @@ class BunnySink:
     def _request(self, method: str, url: str, **kw: Any) -> requests.Response:
         headers = {"AccessKey": self._key, **kw.pop("headers", {})}
         with translated(self.name):
-            return self.http.request(method, url, headers=headers, **kw)
+            response = self.http.request(method, url, headers=headers, **kw)
+        if response.status_code == 401:
+            raise DestinationRefused(f"access key refused for storage zone {self.zone!r}", sink=self.name,
+                                     status=401, setting="BUNNY_API_KEY and BUNNY_REGION")
+        return response
 
     def check(self) -> None:
         host = urlsplit(self.endpoint).netloc

@@ -25,6 +25,7 @@ import urllib3.exceptions
 from filesync.errors import (
     BodyEndedEarly,
     ConfigError,
+    DestinationRefused,
     ErrorClass,
     NetworkError,
     PermanentError,
@@ -225,6 +226,9 @@ class CloudinarySink:
         if isinstance(exc, cld.NotFound):
             return PermanentError(message, sink=self.name, status=status or 404,
                                   error_class=ErrorClass.NOT_FOUND)
+        if isinstance(exc, cld.AuthorizationRequired) or status == 401:
+            return DestinationRefused(f"API key or secret refused for cloud {self.account.cloud_name!r}: {message}",
+                                      sink=self.name, status=status or 401, setting="CLOUDINARY_URL")
         if isinstance(exc, cld.AuthorizationRequired | cld.NotAllowed | cld.BadRequest | cld.AlreadyExists):
             return PermanentError(message, sink=self.name, status=status)
         if status is not None:

@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 
 from filesync.errors import (
     ConfigError,
+    DestinationRefused,
     ErrorClass,
     NetworkError,
     PermanentError,
@@ -258,6 +259,9 @@ class S3Sink:
         f = failure(exc)
         if f.answered:
             reason = f"{action}: {f.code}{': ' + f.message if f.message and f.message != f.code else ''}"
+            if f.refused_credentials:
+                return DestinationRefused(f"access refused: {reason}", sink=self.name, status=f.status,
+                                          setting="FILESYNC_S3_KEY and FILESYNC_S3_SECRET")
             if f.throttled:
                 return RateLimited(reason, retry_after=retry_after(f.headers), sink=self.name, status=f.status)
             if f.code == "BadDigest":

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
-from filesync.errors import SourceError, SourceNotFound, SourceRefused, SourceUnavailable
+from filesync.errors import SourceDenied, SourceError, SourceNotFound, SourceRefused, SourceUnavailable
 from filesync.retry import RetryPolicy
 from filesync.s3client import BotoCoreError, ClientError, failure, make_client, region_from_endpoint
 from filesync.settings import Setting, http_url, setting, settings_of
@@ -64,6 +64,9 @@ class S3Source:
         f = failure(exc)
         if f.missing:
             return SourceNotFound("not found in bucket")
+        if f.refused_credentials:
+            return SourceDenied(f"bucket {self.bucket!r} refused access to {key!r}: {f.code}",
+                                setting="SPACES_KEY and SPACES_SECRET")
         if f.answered:
             error_type = SourceError if f.transient else SourceRefused
             return error_type(f"bucket refused {key!r}: {f.code}")

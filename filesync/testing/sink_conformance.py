@@ -96,10 +96,11 @@ class SinkCase:
 class RecordingSession:
     """An UploadSession that keeps what a sink told it: saved resume tokens and progress."""
 
-    def __init__(self, resume_token: str | None = None) -> None:
+    def __init__(self, resume_token: str | None = None, *, replace: bool = False) -> None:
         self._token = resume_token
         self.saved: list[str | None] = []
         self.progressed: list[int] = []
+        self.replace = replace
 
     @property
     def resume_token(self) -> str | None:
