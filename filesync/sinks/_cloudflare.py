@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import requests
 
-from filesync.errors import ErrorClass, PermanentError, SinkError
+from filesync.errors import DestinationRefused, ErrorClass, ServerError, SinkError
 from filesync.http import error_for_status, make_session, pacer
 from filesync.settings import Setting, http_url, positive_float, setting, settings_of
 
@@ -40,8 +40,15 @@ class CloudflareSettings:
 
 SETTINGS: tuple[Setting, ...] = settings_of(CloudflareSettings)
 
-#: Cloudflare's error code for a refused token or a token without access to the account.
-AUTH_ERROR_CODES = frozenset({10000, 10001, 9106, 9109, 6003, 6111})
+#: Cloudflare's error codes for a refused token or a token without access to the account. 10000
+#: "Authentication error" is in the reference (cf-images issue #40); 5403 is Images' "account is not
+#: valid or is not authorized to access this service" (reference: UNCONFIRMED).
+AUTH_ERROR_CODES = frozenset({10000, 10001, 9106, 9109, 6003, 6111, 5403})
+#: An account over what its plan holds: no upload succeeds until an operator acts, so the destination
+#: stops for the run. Neither code is in Cloudflare's published docs: 5453 "The given account has
+#: reached a service limit" (Images) and 10011 "Storage capacity exceeded" (Stream, HTTP 413) are
+#: quoted from public code and logs; Stream's FAQ says only "429 or 413 with more information".
+QUOTA_ERROR_CODES = {5453: "Images", 10011: "Stream"}
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,11 @@ def reason(response: requests.Response) -> str:
     return reason_from(response.status_code, response.content, response.reason or "")
 
 
+class Unclear(ServerError):
+    """A 2xx answer that does not say whether the call took effect (`success: false`, a truncated or
+    non-JSON body). Transient: the sink looks the object up before anything is recorded."""
+
+
 def api_error(
     status: int,
     text: str,
@@ -118,21 +130,45 @@ def api_error(
     headers: Mapping[str, str] | None = None,
     codes: list[int] | None = None,
 ) -> SinkError:
-    """An HTTP failure as our error; refused credentials get a reason that says so (and no secret)."""
+    """An HTTP failure as our error. Refused credentials and a full account stop the destination for the
+    run (DestinationRefused) instead of failing file after file; the token never shows in the text."""
     if token:
         text = text.replace(token, "<hidden>")
-    if status in (401, 403) or (codes and AUTH_ERROR_CODES.intersection(codes) and 400 <= status < 500):
-        return PermanentError(f"Cloudflare refused the credentials: {text}", sink=sink, status=status,
-                              error_class=ErrorClass.CLIENT)
+    if 400 <= status < 500:
+        over = [QUOTA_ERROR_CODES[c] for c in codes or () if c in QUOTA_ERROR_CODES]
+        if over:  # before the 401/403 and 429 rules: Stream answers its quota with 429 or 413
+            return DestinationRefused(f"the Cloudflare {over[0]} account is over its quota: {text}", sink=sink,
+                                      status=status, error_class=ErrorClass.QUOTA, setting="CLOUDFLARE_ACCOUNT_ID")
+        if status in (401, 403) or AUTH_ERROR_CODES.intersection(codes or ()):
+            return DestinationRefused(f"Cloudflare refused the credentials: {text}", sink=sink, status=status,
+                                      error_class=ErrorClass.AUTH, setting="CLOUDFLARE_API_TOKEN")
     return error_for_status(status, text, sink=sink, headers=headers)
 
 
 def raise_for_envelope(response: requests.Response, *, sink: str, token: str) -> dict[str, Any]:
-    """The envelope of a successful call, or the error its status and first error describe."""
-    if response.status_code >= 400:
-        raise api_error(response.status_code, reason(response), sink=sink, token=token,
-                        headers=response.headers, codes=error_codes(response))
+    """The envelope of a call whose body may be empty (HEAD, DELETE), or the error it describes.
+    A 2xx with `success: false` is Unclear, unless its codes refuse the credentials or the quota."""
+    status = response.status_code
+    if status >= 400:
+        raise api_error(status, reason(response), sink=sink, token=token, headers=response.headers,
+                        codes=error_codes(response))
     data = envelope(response)
-    if data and data.get("success") is False:
-        raise api_error(400, reason(response), sink=sink, token=token, codes=error_codes(response))
+    if data.get("success") is False:
+        refused = api_error(400, reason(response), sink=sink, token=token, codes=error_codes(response))
+        if isinstance(refused, DestinationRefused):
+            raise refused
+        raise Unclear(f"HTTP {status} with success: false ({refused.reason})", sink=sink, status=status)
     return data
+
+
+def answer(response: requests.Response, *, sink: str, token: str) -> dict[str, Any]:
+    """The `result` of a call whose answer we need: a complete success envelope, or an error (Unclear
+    when a 2xx body is truncated, not JSON, or has no result)."""
+    data = raise_for_envelope(response, sink=sink, token=token)
+    result = data.get("result")
+    if data.get("success") is not True or not isinstance(result, dict):
+        text = " ".join(response.text.split())[:100]
+        text = text.replace(token, "<hidden>") if token else text
+        raise Unclear(f"HTTP {response.status_code} without a complete Cloudflare answer: {text!r}", sink=sink,
+                      status=response.status_code)
+    return result
