@@ -7,6 +7,11 @@ through our paced session, each chunk streamed from the source (no chunk is held
 
 Stream has no client-chosen ids, so a repeat without a resume token looks the file up by creator
 (`Upload-Creator: <file id>`) and `meta.fileId` before creating anything.
+
+The server's word on bytes is checked, never taken as progress: each PATCH must answer exactly the
+offset it was sent to reach, and a video is done only when its own record (`GET stream/{uid}`) is
+ours, out of `pendingupload`, and of the file's size (`_verdict`). Anything short of that is a
+transient error; the next attempt asks the tus server (HEAD) where it really is.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from filesync.sinks._cloudflare import (
     GROUP,
     CloudflareAccount,
     CloudflareSettings,
+    answer,
     api_error,
     make_cloudflare_session,
     raise_for_envelope,
@@ -49,6 +55,7 @@ COMPLETE_STATES = frozenset({"downloading", "queued", "inprogress", "ready", "li
 
 
 _Started = tuple[str, str, int]  # (upload URL, video uid, offset)
+_Video = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -84,29 +91,32 @@ class CloudflareStreamSink:
     def exists(self, obj: SourceObject, remote_id: str | None = None) -> RemoteObject | None:
         if remote_id:
             video = self._video(remote_id)
-            return self._remote(video, obj, existed=True) if video and _complete(video) else None
-        video = self._find_complete(obj, self._videos_of(obj))
-        return self._remote(video, obj, existed=True) if video else None
+            done = video is not None and self._verdict(video, obj, remote_id) is None
+            return self._remote(video, obj, existed=True) if video is not None and done else None
+        found = self._find_complete(obj, self._videos_of(obj))
+        return self._remote(found, obj, existed=True) if found else None
 
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
         started = self._resume(obj, session)
         if isinstance(started, RemoteObject):
-            return started
-        if started is None:
-            candidates = self._videos_of(obj)
-            done = self._find_complete(obj, candidates)
-            if done is not None:
-                return self._remote(done, obj, existed=True)
-            self._drop_orphans(obj, candidates)
-            location, uid = self._create(obj)
-            session.save_resume_token(json.dumps({"url": location, "uid": uid}))
-            started = (location, uid, 0)
-        location, uid, offset = started
-        self._send(location, body, offset, obj.size, session)
-        video = self._video(uid)
-        if video is None:
-            raise ServerError(f"video {uid} is not listed after its upload", sink=self.name)
-        return self._remote(video, obj, existed=False)
+            remote = started
+        else:
+            if started is None:
+                candidates = self._videos_of(obj)
+                # a changed file: what Stream holds is an older copy, kept until the new one is complete
+                done = None if session.replace else self._find_complete(obj, candidates)
+                if done is not None:
+                    return self._remote(done, obj, existed=True)
+                self._drop_orphans(obj, candidates)
+                location, uid = self._create(obj)
+                session.save_resume_token(json.dumps({"url": location, "uid": uid}))
+                started = (location, uid, 0)
+            location, uid, offset = started
+            self._send(location, body, offset, obj.size, session)
+            remote = self._remote(self._confirmed(uid, obj), obj, existed=False)
+        if session.replace:
+            self._drop_older(obj, keep=remote.remote_id)
+        return remote
 
     def close(self) -> None:
         self.http.close()
@@ -120,14 +130,26 @@ class CloudflareStreamSink:
                 session.save_resume_token(None)
             return None
         location, uid = token
-        offset = self._offset(location)
-        if offset is not None and offset < obj.size:
-            return location, uid, offset
-        video = self._video(uid)
-        if video is not None and (_complete(video) or offset == obj.size):
-            return self._remote(video, obj, existed=True)
-        if video is not None:  # the upload URL is gone but a pending video remains: clear it away
-            self._delete(uid)
+        state = self._tus_state(location)
+        if state is not None:
+            offset, length = state
+            if offset > obj.size or (length is not None and length != obj.size):
+                # an upload of other bytes (the file changed), or an offset past the end: unusable
+                self._delete(uid)
+                session.save_resume_token(None)
+                return None
+            if offset < obj.size:
+                return location, uid, offset
+            # the tus server says every byte arrived; only the video's own record can confirm it
+            return self._remote(self._confirmed(uid, obj), obj, existed=True)
+        video = self._video(uid)  # the upload URL is gone
+        if video is not None:
+            verdict = self._verdict(video, obj, uid)
+            if verdict is None:
+                return self._remote(video, obj, existed=True)
+            if not verdict.transient:
+                raise verdict
+            self._delete(uid)  # a pending video whose upload cannot go on: clear it away
         session.save_resume_token(None)
         return None
 
@@ -150,6 +172,9 @@ class CloudflareStreamSink:
         return urljoin(url, location), uid
 
     def _send(self, location: str, body: BinaryIO, offset: int, size: int, session: UploadSession) -> None:
+        """PATCH the chunks from `offset`. Each answer must name exactly the offset its chunk reaches: one
+        past it claims bytes never sent, one short of it loses some; either ends the attempt (the
+        token stays, so the next one asks HEAD where the upload really is)."""
         uploader = _Uploader(self, body, location=location, offset=offset, size=size,
                              chunk_size=self.chunk_size)
         while uploader.offset < size:
@@ -159,12 +184,20 @@ class CloudflareStreamSink:
                     uploader.upload_chunk()
             except TusCommunicationError as exc:
                 raise self._tus_error(exc, uploader) from None
-            if uploader.offset <= before:
-                raise ServerError(f"Stream did not advance the upload offset past {before}", sink=self.name)
-            session.progress(uploader.offset - before)
+            reached = before + uploader.sent
+            if uploader.offset != reached:
+                raise ServerError(f"Stream answered Upload-Offset {uploader.offset} to a chunk that ends at "
+                                  f"{reached}; the next try resumes from the offset HEAD reports",
+                                  sink=self.name)
+            session.progress(uploader.sent)
 
     def _offset(self, location: str) -> int | None:
         """The server's offset of a tus upload; None when the upload is gone (404, 410)."""
+        state = self._tus_state(location)
+        return None if state is None else state[0]
+
+    def _tus_state(self, location: str) -> tuple[int, int | None] | None:
+        """(Upload-Offset, Upload-Length) of a tus upload; None when the upload is gone (404, 410)."""
         with translated(self.name):
             response = self.http.head(location, headers={"Tus-Resumable": TUS_VERSION})
         if response.status_code in (404, 410):
@@ -173,31 +206,71 @@ class CloudflareStreamSink:
         value = response.headers.get("Upload-Offset")
         if value is None or not value.isdigit():
             raise ServerError("Stream's HEAD answer lacks Upload-Offset", sink=self.name)
-        return int(value)
+        length = response.headers.get("Upload-Length")
+        return int(value), int(length) if length is not None and length.isdigit() else None
 
-    def _video(self, uid: str) -> dict[str, Any] | None:
+    def _video(self, uid: str) -> _Video | None:
         with translated(self.name):
             response = self.http.get(self.account.url("stream", uid))
         if response.status_code == 404:
             return None
-        result = self._raise(response).get("result")
-        return result if isinstance(result, dict) else None
+        return answer(response, sink=self.name, token=self.account.token)
 
-    def _videos_of(self, obj: SourceObject) -> list[dict[str, Any]]:
+    def _confirmed(self, uid: str, obj: SourceObject) -> _Video:
+        """The video record that proves the upload is complete, or the error that says why it is not."""
+        video = self._video(uid)
+        if video is None:
+            raise ServerError(f"Stream has no video {uid} after its upload", sink=self.name)
+        verdict = self._verdict(video, obj, uid)
+        if verdict is not None:
+            raise verdict
+        return video
+
+    def _verdict(self, video: Mapping[str, Any], obj: SourceObject, uid: str | None = None) -> SinkError | None:
+        """None when `video` is this file's and holds all of it; else why not. Transient, except a
+        video Stream failed to process (another try sends the same bytes)."""
+        got = video.get("uid")
+        if uid is not None and got != uid:
+            return ServerError(f"Stream answered for video {str(got)[:40]!r}, not {uid!r}", sink=self.name)
+        meta = video.get("meta")
+        file_id = meta.get("fileId") if isinstance(meta, Mapping) else None
+        creator = video.get("creator")
+        if (file_id is not None and file_id != obj.file_id) or creator not in (None, "", creator_of(obj.file_id)):
+            return ServerError(f"Stream's video {got!r} belongs to file {str(file_id)[:80]!r} (creator "
+                               f"{str(creator)[:64]!r}), not to this one", sink=self.name)
+        status = video.get("status")
+        status = status if isinstance(status, Mapping) else {}
+        state = status.get("state")
+        if state == "error":
+            why = f"{status.get('errorReasonCode') or ''} {status.get('errorReasonText') or ''}".strip()
+            return PermanentError(f"Stream could not process video {got}: {why or 'no reason given'}",
+                                  sink=self.name, error_class=ErrorClass.INVALID)
+        if state == "pendingupload" or not _complete(video):
+            return ServerError(f"Stream's video {got} is not complete (state {state!r})", sink=self.name)
+        size = video.get("size")
+        if isinstance(size, int | float) and not isinstance(size, bool) and size != obj.size:
+            return ServerError(f"Stream's video {got} holds {size:.0f} bytes, not the file's {obj.size}",
+                               sink=self.name)
+        return None
+
+    def _videos_of(self, obj: SourceObject) -> list[_Video]:
         """This file's videos: listed by creator, then matched exactly on meta.fileId."""
         data = self._api("GET", "stream", params={"creator": creator_of(obj.file_id)})
         result = data.get("result") or []
         return [v for v in result
                 if isinstance(v, dict) and (v.get("meta") or {}).get("fileId") == obj.file_id]
 
-    def _find_complete(self, obj: SourceObject, videos: list[dict[str, Any]]) -> dict[str, Any] | None:
-        for video in videos:
-            size = video.get("size")
-            if _complete(video) and (not isinstance(size, int) or size <= 0 or size == obj.size):
-                return video
-        return None
+    def _find_complete(self, obj: SourceObject, videos: list[_Video]) -> _Video | None:
+        return next((v for v in videos if self._verdict(v, obj) is None), None)
 
-    def _drop_orphans(self, obj: SourceObject, videos: list[dict[str, Any]]) -> None:
+    def _drop_older(self, obj: SourceObject, *, keep: str) -> None:
+        """Once the new copy is complete, every other video of this file is an older copy: delete it."""
+        for video in self._videos_of(obj):
+            uid = video.get("uid")
+            if isinstance(uid, str) and uid != keep:
+                self._delete(uid)
+
+    def _drop_orphans(self, obj: SourceObject, videos: list[_Video]) -> None:
         """Pending videos of this file whose upload URL was never saved (a crash right after creation)."""
         for video in videos:
             state = (video.get("status") or {}).get("state")
@@ -281,9 +354,10 @@ class _Request(TusRequest):
     def __init__(self, uploader: _Uploader) -> None:
         super().__init__(uploader)  # type: ignore[no-untyped-call]
         self._http = uploader.sink.http
+        self.length: int = self._content_length
 
     def perform(self) -> None:
-        response = self._http.patch(self._url, data=Counted(self.file, self._content_length, what="tus chunk"),
+        response = self._http.patch(self._url, data=Counted(self.file, self.length, what="tus chunk"),
                                     headers=self._request_headers)
         self.status_code = response.status_code
         self.response_content = response.content
@@ -302,6 +376,7 @@ class _Uploader(Uploader):
         self.sink = sink
         self.location = location
         self.last: _Request | None = None
+        self.sent = 0
         client = TusClient(sink.account.url("stream"))
         super().__init__(
             file_stream=body, client=client, chunk_size=chunk_size, retries=0
@@ -320,12 +395,14 @@ class _Uploader(Uploader):
         raise _tus_failure("uploads are created by the sink, not by tuspy")
 
     def upload_chunk(self) -> None:
+        """One PATCH; `offset` becomes what the server answered and `sent` what this chunk held."""
         self._retried = 0
         request = self._do_request()
         offset = request.response_headers.get("upload-offset")
         if offset is None or not offset.isdigit():
             raise _tus_failure("PATCH answer lacks Upload-Offset", request.status_code,
                                request.response_content)
+        self.sent = request.length
         self.offset = int(offset)
 
     def _do_request(self) -> _Request:
