@@ -89,11 +89,23 @@ def envelope(response: requests.Response) -> dict[str, Any]:
 
 
 def error_codes(response: requests.Response) -> list[int]:
-    codes = []
-    for err in envelope(response).get("errors") or []:
-        if isinstance(err, dict) and isinstance(err.get("code"), int):
-            codes.append(err["code"])
-    return codes
+    return codes_of(envelope(response))
+
+
+def codes_from(content: bytes | None) -> list[int]:
+    """The error codes of an envelope given as bytes (tuspy keeps a PATCH answer's body so)."""
+    try:
+        data = json.loads(content or b"")
+    except ValueError:
+        return []
+    return codes_of(data) if isinstance(data, dict) else []
+
+
+def codes_of(data: Mapping[str, Any]) -> list[int]:
+    errors = data.get("errors")
+    if not isinstance(errors, list):
+        return []
+    return [e["code"] for e in errors if isinstance(e, dict) and isinstance(e.get("code"), int)]
 
 
 def reason_from(status: int, content: bytes | str | None, fallback: str = "") -> str:

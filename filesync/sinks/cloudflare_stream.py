@@ -42,6 +42,7 @@ from filesync.sinks._cloudflare import (
     CloudflareSettings,
     answer,
     api_error,
+    codes_from,
     make_cloudflare_session,
     raise_for_envelope,
     reason_from,
@@ -117,6 +118,9 @@ class CloudflareStreamSink:
         if session.replace:
             self._drop_older(obj, keep=remote.remote_id)
         return remote
+
+    def name_of(self, obj: SourceObject) -> str | None:
+        return None  # named by the file id: two files never share a name
 
     def close(self) -> None:
         self.http.close()
@@ -299,7 +303,8 @@ class CloudflareStreamSink:
         text = reason_from(status, exc.response_content)
         if status == 409:  # offset mismatch: the next attempt asks the server where to resume
             return ServerError(f"upload offset mismatch, will resume: {text}", sink=self.name, status=status)
-        return api_error(status, text, sink=self.name, token=self.account.token, headers=headers)
+        return api_error(status, text, sink=self.name, token=self.account.token, headers=headers,
+                         codes=codes_from(exc.response_content))
 
     def _remote(self, video: Mapping[str, Any], obj: SourceObject, *, existed: bool) -> RemoteObject:
         uid = video.get("uid")
