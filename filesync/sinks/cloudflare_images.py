@@ -203,6 +203,9 @@ class CloudflareImagesSink:
             remote_id=image_id, url=str(variants[0]) if variants else None, size=obj.size, existed=existed
         )
 
+    def name_of(self, obj: SourceObject) -> str | None:
+        return None  # named by the file id: two files never share a name
+
     def close(self) -> None:
         self.http.close()
 
