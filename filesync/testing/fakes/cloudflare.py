@@ -8,6 +8,12 @@ fake's account id; otherwise the answer is Cloudflare's "Authentication error" e
     with FakeCloudflare() as fake:
         images_store, stream_store = fake.images, fake.stream   # one FakeStore per sink
         fake.fail_next(429, headers={"Retry-After": "1"})
+
+Misbehaviour after the fact, where `fail_next` faults before the request is handled: `misanswer_next`
+handles the next matching request for real, then answers it wrongly (`success: false`, a truncated
+body, a dropped connection, a result naming another object, a tus offset past or short of the truth).
+`hold_pending` keeps every video in `pendingupload` whatever it received; `image_limit` and
+`stream_storage_full` make the account answer Cloudflare's quota errors.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
@@ -52,6 +58,7 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/svg+
 #: Envelope codes for errors raised inside the tus server (Cloudflare publishes no list for Stream).
 _HTTP_CODES = {404: 10003, 400: 10005, 409: 10006, 410: 10007, 412: 10008, 413: 10009}
 _FAULT_MESSAGES = {
+    401: (10000, "Authentication error"),
     429: (971, "Please wait and consider throttling your request speed"),
     413: (5413, "Payload too large"),
     500: (10002, "An internal error occurred"),
@@ -86,6 +93,31 @@ def sha256_of(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+#: How `misanswer_next` answers a request it handled for real.
+Misanswer = Literal[
+    "success_false",  # HTTP 200 {"success": false, "errors": []}
+    "truncated",  # the first half of the real body
+    "cut",  # the status line and half the body, then the connection drops
+    "result",  # the real envelope with `result` updated from the given fields (another id, size, meta)
+    "offset_ahead",  # tus: Upload-Offset at the upload's length (past it when already there)
+    "offset_stale",  # tus PATCH: Upload-Offset repeats the offset the request started from
+]
+
+
+@dataclass
+class WrongAnswer:
+    how: Misanswer
+    method: str | None = None
+    path_contains: str | None = None
+    result: dict[str, Any] | None = None
+    times: int = 1
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method and self.method.upper() != method:
+            return False
+        return not (self.path_contains and self.path_contains not in path)
 
 
 @dataclass
@@ -160,13 +192,17 @@ class FakeCloudflare(FakeService):
 
     def __init__(self, account_id: str = "0123456789abcdef0123456789abcdef", token: str = "cf-test-token",
                  *, min_chunk: int = 5 * MiB, max_image_bytes: int = 10 * MiB,
-                 max_video_bytes: int = 30 * 1000**3) -> None:
+                 max_video_bytes: int = 30 * 1000**3, image_limit: int | None = None) -> None:
         super().__init__()
         self.account_id = account_id
         self.token = token
         self.min_chunk = min_chunk
         self.max_image_bytes = max_image_bytes
         self.max_video_bytes = max_video_bytes
+        self.image_limit = image_limit  # images the plan holds; past it, uploads answer 5453
+        self.stream_storage_full = False  # tus creation answers 413 code 10011
+        self.hold_pending = False  # every video reports `pendingupload`, whatever it received
+        self._wrong: list[WrongAnswer] = []
         self.account_hash = hashlib.sha256(account_id.encode()).hexdigest()[:22]
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-cloudflare-")
         self.root = Path(self._tmp.name)
@@ -196,6 +232,30 @@ class FakeCloudflare(FakeService):
     def fault_body(self, status: int) -> bytes:
         code, message = _FAULT_MESSAGES.get(status, (10000 + status, f"injected HTTP {status}"))
         return json.dumps(envelope_failure(code, message)).encode()
+
+    def misanswer_next(self, how: Misanswer, *, method: str | None = None, path_contains: str | None = None,
+                       result: dict[str, Any] | None = None, times: int = 1) -> None:
+        """Handle the next matching API request for real (an image is stored, bytes are written), then
+        answer it wrongly: what a buggy or lying server, or a proxy that cut the answer, does."""
+        if how == "result" and not result:
+            raise ValueError("misanswer 'result' needs the fields to put in the answer's result")
+        with self._lock:
+            self._wrong.append(WrongAnswer(how, method, path_contains, result, times))
+
+    def take_misanswer(self, method: str, path: str) -> WrongAnswer | None:
+        with self._lock:
+            for wrong in self._wrong:
+                if wrong.matches(method, path):
+                    wrong.times -= 1
+                    if wrong.times <= 0:
+                        self._wrong.remove(wrong)
+                    return wrong
+            return None
+
+    def calm(self) -> None:
+        super().calm()
+        with self._lock:
+            self._wrong.clear()
 
     def stop(self) -> None:
         super().stop()
@@ -266,7 +326,8 @@ class FakeCloudflare(FakeService):
         async def image_stats() -> Response:
             with self._data_lock:
                 count = len(self._images)
-            return JSONResponse(envelope_success({"count": {"current": count, "allowed": 100000}}))
+            allowed = 100000 if self.image_limit is None else self.image_limit
+            return JSONResponse(envelope_success({"count": {"current": count, "allowed": allowed}}))
 
         @app.get(f"{base}/images/v1/{{image_id:path}}")
         async def image_details(image_id: str) -> Response:
@@ -328,6 +389,10 @@ class FakeCloudflare(FakeService):
             if image_id in self._images:
                 return failure(409, 5409, "Resource already exists. Verify the resource information and try "
                                           "again.")
+            if self.image_limit is not None and len(self._images) >= self.image_limit:
+                # the code and message are quoted from public logs; the status is not known (403 here)
+                return failure(403, 5453, f"The given account has reached a service limit ({self.image_limit}). "
+                                          "Upgrade your plan to increase your service limit.")
             # reserve the id before the copy yields to the event loop
             self._images[image_id] = image = FakeImage(
                 id=image_id, filename=upload.filename or "", path=target, size=0, sha256="",
@@ -465,7 +530,8 @@ class FakeCloudflare(FakeService):
 
     def _video_json(self, video: FakeVideo) -> dict[str, Any]:
         info = self._tus_info(video.uid) or {}
-        state = "ready" if video.ready else "pendingupload"
+        ready = video.ready and not self.hold_pending
+        state = "ready" if ready else "pendingupload"
         cdn = f"{self.url}/stream-cdn/{video.uid}"
         return {
             "uid": video.uid,
@@ -474,11 +540,11 @@ class FakeCloudflare(FakeService):
             "size": video.size,
             "created": video.created,
             "modified": video.created,
-            "uploaded": video.created if video.ready else None,
-            "status": {"state": state, "pctComplete": "100.000000" if video.ready else "0.000000",
+            "uploaded": video.created if ready else None,
+            "status": {"state": state, "pctComplete": "100.000000" if ready else "0.000000",
                        "errorReasonCode": "", "errorReasonText": ""},
-            "readyToStream": video.ready,
-            "readyToStreamAt": video.created if video.ready else None,
+            "readyToStream": ready,
+            "readyToStreamAt": video.created if ready else None,
             "requireSignedURLs": False,
             "duration": -1,
             "input": {"width": -1, "height": -1},
@@ -517,7 +583,8 @@ class FakeCloudflare(FakeService):
 
 
 class _Gate:
-    """ASGI middleware in front of the app: Cloudflare's auth, then Stream's tus chunk rules."""
+    """ASGI middleware in front of the app: Cloudflare's auth, the account's quota, Stream's tus chunk
+    rules, and the scripted wrong answers."""
 
     def __init__(self, app: ASGIApp, fake: FakeCloudflare) -> None:
         self.app = app
@@ -535,10 +602,63 @@ class _Gate:
         if len(parts) < 5 or parts[3] != "accounts" or parts[4] != self.fake.account_id:
             await self._refuse(scope, receive, send, 403, 10000, "Authentication error")
             return
+        wrong = self.fake.take_misanswer(scope["method"], scope["path"])
+        if wrong is None:
+            await self._dispatch(scope, receive, send, parts, headers)
+            return
+        captured: list[Message] = []
+
+        async def capture(message: Message) -> None:
+            captured.append(message)
+
+        await self._dispatch(scope, receive, capture, parts, headers)
+        await self._answer_wrongly(wrong, captured, send, parts, headers)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, parts: list[str],
+                        headers: dict[str, str]) -> None:
+        if scope["method"] == "POST" and len(parts) == 6 and parts[5] == "stream" and self.fake.stream_storage_full:
+            # code and message as a live account without storage answered (a public log); the FAQ says 413/429
+            await self._refuse(scope, receive, send, 413, 10011,
+                               "Storage capacity exceeded: the account has used its allocated minutes")
+            return
         if scope["method"] == "PATCH" and len(parts) == 7 and parts[5] == "stream":
             await self._patch(scope, receive, send, parts[6], headers)
             return
         await self.app(scope, receive, send)
+
+    async def _answer_wrongly(self, wrong: WrongAnswer, captured: list[Message], send: Send, parts: list[str],
+                              headers: dict[str, str]) -> None:
+        start = next(m for m in captured if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in captured if m["type"] == "http.response.body")
+        status: int = start["status"]
+        out = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        if wrong.how == "cut":
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [*out, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+            raise ConnectionResetError("misanswer: the connection dropped after the request was handled")
+        if wrong.how == "success_false":
+            status, body = 200, json.dumps({"success": False, "errors": [], "messages": [], "result": None}).encode()
+        elif wrong.how == "truncated":
+            body = body[: len(body) // 2]
+        elif wrong.how == "result":
+            data = json.loads(body)
+            data["result"] = {**(data.get("result") or {}), **(wrong.result or {})}
+            body = json.dumps(data).encode()
+        else:
+            out = [(k, v) for k, v in out if k.lower() != b"upload-offset"]
+            out.append((b"upload-offset", str(self._wrong_offset(wrong.how, start, parts, headers)).encode()))
+        out.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+    def _wrong_offset(self, how: Misanswer, start: Message, parts: list[str], headers: dict[str, str]) -> int:
+        if how == "offset_stale":
+            return int(headers.get("upload-offset", "0"))
+        real = next((int(v) for k, v in start.get("headers", []) if k.lower() == b"upload-offset"), 0)
+        info = self.fake._tus_info(parts[-1]) or {}
+        length = int(info.get("size") or 0)
+        return length if real < length else length + 1
 
     async def _patch(self, scope: Scope, receive: Receive, send: Send, uid: str,
                      headers: dict[str, str]) -> None:
