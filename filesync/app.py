@@ -6,15 +6,27 @@ Everything is validated here, before any work, so a bad setting stops the progra
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from filesync import logs, schedule
 from filesync import sinks as sink_registry
 from filesync import sources as source_registry
+from filesync.errors import ConfigError
 from filesync.ledger import Database, Ledger, PostgresLedger, embedded_url
 from filesync.routing import Routes
-from filesync.settings import Config, Environment, Setting, registered
+from filesync.settings import (
+    CORE_SETTINGS,
+    Config,
+    ConfigProblems,
+    Environment,
+    Setting,
+    problems_of,
+    registered,
+    setting_index,
+)
 from filesync.sinks import Sink, SinkContext
 from filesync.sources import Source, SourceContext
 
@@ -22,10 +34,68 @@ from filesync.sources import Source, SourceContext
 _FEATURES = (logs, schedule)
 
 
+T = TypeVar("T")
+
+
 def all_settings() -> tuple[Setting, ...]:
     """Every declared setting: core, logs, daemon schedule (registered when their modules were imported
     above) and those of every installed source and sink (found by entry point), once each."""
     return registered()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Every setting a run needs, validated: the core, the routes, the source's and each routed sink's."""
+
+    config: Config
+    routes: Routes
+    source_cls: type[Source]
+    source_values: Any
+    sinks: dict[str, tuple[type[Sink], Any]]
+
+
+def resolve_settings(env: Environment) -> Resolved:
+    """Validate every setting at once: core, source, each routed sink, logs and daemon.
+
+    One ConfigProblems lists every bad variable, so an operator fixes them in one edit instead of one
+    failed start per group. A group that cannot be read (an unknown source, unparsable routes) is
+    reported and the groups that depend on it are skipped.
+    """
+    problems = _Problems()
+    attempt = problems.attempt
+    core = setting_index(CORE_SETTINGS)
+    config = attempt(partial(Config.load, env))
+    routes = attempt(lambda: Routes.parse(env.get_value(core["FILESYNC_ROUTES"])))
+    source_cls = attempt(lambda: source_registry.load(env.get_value(core["FILESYNC_SOURCE"])))
+    source_values = attempt(partial(env.load, source_cls.Settings)) if source_cls else None
+    sinks: dict[str, tuple[type[Sink], Any]] = {}
+    for name in routes.all_sinks() if routes else ():
+        sink_cls = attempt(partial(sink_registry.load, name))
+        if sink_cls is not None:
+            sinks[name] = (sink_cls, attempt(partial(env.load, sink_cls.Settings)))
+    attempt(partial(env.resolve, logs.LOG_SETTINGS))
+    attempt(partial(env.resolve, schedule.DAEMON_SETTINGS))
+    problems.raise_any()
+    assert config is not None and routes is not None and source_cls is not None
+    return Resolved(config, routes, source_cls, source_values, sinks)
+
+
+class _Problems:
+    """Configuration problems gathered across groups, raised together."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def attempt(self, fn: Callable[[], T]) -> T | None:
+        try:
+            return fn()
+        except ConfigError as exc:
+            self.lines.extend(problems_of(exc))
+            return None
+
+    def raise_any(self) -> None:
+        if self.lines:
+            raise ConfigProblems(self.lines)
 
 
 @dataclass
@@ -39,21 +109,28 @@ class App:
     @classmethod
     def build(cls, env: Environment | None = None) -> App:
         env = env or Environment()
-        config = Config.load(env)
-        routes = Routes.parse(config.routes)
+        resolved = resolve_settings(env)
+        config = resolved.config
+        # Every value parsed: only now build clients (whose checks across settings are reported together too).
+        problems = _Problems()
+        source = problems.attempt(partial(
+            resolved.source_cls.from_settings, resolved.source_values,
+            SourceContext(http_timeout=config.http_timeout, concurrency=config.concurrency)))
         context = SinkContext(http_timeout=config.http_timeout, concurrency=config.concurrency)
-        source_cls = source_registry.load(config.source)
-        source_values = env.load(source_cls.Settings)
-        sink_classes = {name: sink_registry.load(name) for name in routes.all_sinks()}
-        sink_values = {name: env.load(cls_.Settings) for name, cls_ in sink_classes.items()}
-        # Everything is valid: only now build clients and connect.
-        source = source_cls.from_settings(
-            source_values, SourceContext(http_timeout=config.http_timeout, concurrency=config.concurrency))
-        built = {name: cls_.from_settings(sink_values[name], context) for name, cls_ in sink_classes.items()}
+        built = {name: problems.attempt(partial(cls_.from_settings, values, context))
+                 for name, (cls_, values) in resolved.sinks.items()}
+        if problems.lines:
+            for client in (source, *built.values()):
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        client.close()
+            problems.raise_any()
+        assert source is not None
+        sinks = {name: sink for name, sink in built.items() if sink is not None}
         url = config.database_url or embedded_url(config.home)
         db = Database(url, max_size=config.concurrency + 4)
         ledger: Ledger = PostgresLedger(db, config.schema, config.app)
-        return cls(config=config, ledger=ledger, source=source, routes=routes, sinks=built)
+        return cls(config=config, ledger=ledger, source=source, routes=resolved.routes, sinks=sinks)
 
     def close(self) -> None:
         for sink in self.sinks.values():

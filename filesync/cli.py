@@ -13,7 +13,7 @@ from types import FrameType
 from typing import Any
 
 from filesync import __version__, daemon, demo, logs, pipeline, redaction, report, sinks
-from filesync.app import App, all_settings
+from filesync.app import App, all_settings, resolve_settings
 from filesync.errors import (
     ConfigError,
     ExitCode,
@@ -39,12 +39,29 @@ def _err(message: str, env: Environment | None = None) -> None:
     print(f"filesync: {redaction.redact(message)}", file=sys.stderr)
 
 
-def _guarded(fn: Callable[[argparse.Namespace, Environment], int]) -> Callable[[argparse.Namespace], int]:
-    """Map our errors to exit codes with one clear line on stderr."""
+Command = Callable[[argparse.Namespace, Environment], int]
 
+
+def _guarded(fn: Command) -> Callable[[argparse.Namespace], int]:
+    """Map our errors to exit codes with one clear line on stderr. Every setting is validated first,
+    before logging is set up or anything is built, so all the bad ones are reported together."""
+    return _guard(fn, validate=True)
+
+
+def _guarded_own_settings(fn: Command) -> Callable[[argparse.Namespace], int]:
+    """`_guarded` for a command that builds its own settings (the demo) and needs none of the user's."""
+    return _guard(fn, validate=False)
+
+
+def _guard(fn: Command, *, validate: bool) -> Callable[[argparse.Namespace], int]:
     def wrapper(args: argparse.Namespace) -> int:
-        env = Environment()
+        env: Environment | None = None
         try:
+            env = Environment()
+            for line in env.unknown(all_settings()):
+                _err(f"warning: {line}")
+            if validate:
+                resolve_settings(env)
             return fn(args, env)
         except ConfigError as exc:
             _err(f"configuration error: {exc}", env)
@@ -217,7 +234,7 @@ def cmd_sinks(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-@_guarded
+@_guarded_own_settings
 def cmd_demo(args: argparse.Namespace, env: Environment) -> int:
     """Seed sample files and run the real pipeline into a local folder: no cloud account needed."""
     return demo.main(env)

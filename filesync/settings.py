@@ -7,15 +7,17 @@ same list. A missing or malformed value raises `ConfigError` naming the variable
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from dotenv import dotenv_values
 
@@ -23,6 +25,20 @@ from filesync.errors import ConfigError
 
 T = TypeVar("T")
 _SETTING = "filesync.setting"
+
+
+class ConfigProblems(ConfigError):
+    """Several settings are wrong: one line each, all reported at once so one edit fixes them all."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(dict.fromkeys(problems))  # a setting shared by two sinks is reported once
+        lines = self.problems
+        super().__init__(lines[0] if len(lines) == 1 else f"{len(lines)} problems:\n  " + "\n  ".join(lines))
+
+
+def problems_of(exc: ConfigError) -> list[str]:
+    """The separate problems a ConfigError reports (one, unless it is a ConfigProblems)."""
+    return list(exc.problems) if isinstance(exc, ConfigProblems) else [str(exc)]
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,41 @@ def positive_float(raw: str) -> float:
     return value
 
 
+def _limit(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """A parser for a whole number from `low` to `high`: values that parse but cannot work are refused
+    with the range (a concurrency of 100000, a lease of a thousand years)."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise ValueError(f"must be a whole number from {_limit(low)} to {_limit(high)}")
+        return value
+
+    return parse
+
+
+def bounded_float(low: float, high: float) -> Callable[[str], float]:
+    """A parser for a number from `low` to `high`; `inf` and `nan` parse as floats and are refused too."""
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"must be a number from {_limit(low)} to {_limit(high)}")
+        return value
+
+    return parse
+
+
 def boolean(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -93,9 +144,36 @@ def http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+_URL_FORM = "postgresql://user:password@host:5432/database"
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def postgres_url(raw: str) -> str:
-    if urlsplit(raw).scheme not in {"postgres", "postgresql"}:
-        raise ValueError("must be a postgresql:// URL")
+    """A libpq URL that libpq can use. Reasons never quote the URL's parts: a password with an unencoded
+    `/` or `@` lands in the host or port, and the message must not show it."""
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        raise ValueError(f"is not a URL of the form {_URL_FORM}") from None
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ValueError(f"must be a postgresql:// URL ({_URL_FORM})")
+    if re.search(r"%(?![0-9A-Fa-f]{2})", raw):
+        raise ValueError("has a % not followed by two hex digits: percent-encode special characters of the "
+                         "password (% as %25, @ as %40, / as %2F, : as %3A)")
+    hosts = parts.netloc.rpartition("@")[2]
+    for item in hosts.split(","):
+        try:
+            port = urlsplit(f"//{item}").port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("its port is not a number from 1 to 65535 (a password with / @ or : in it must "
+                             "be percent-encoded)")
+    query = parse_qs(parts.query)
+    if not any(urlsplit(f"//{item}").hostname for item in hosts.split(",")) and not query.get("host"):
+        raise ValueError(f"names no host: {_URL_FORM} (a socket folder goes in ?host=/path)")
+    if any(mode not in _SSLMODES for mode in query.get("sslmode", [])):
+        raise ValueError(f"its sslmode must be one of {', '.join(_SSLMODES)}")
     return raw
 
 
@@ -111,6 +189,12 @@ def qualified_name(raw: str) -> tuple[str, ...]:
     return tuple(identifier(p) for p in parts)
 
 
+def worker_id(raw: str) -> str:
+    if not re.fullmatch(r"[\w.@-]{1,100}", raw):
+        raise ValueError("use 1 to 100 letters, digits, . _ - @")
+    return raw
+
+
 def tus_chunk_size(raw: str) -> int:
     value = positive_int(raw)
     if value % (256 * 1024) or not 5 * 1024 * 1024 <= value <= 200 * 1024 * 1024:
@@ -124,6 +208,7 @@ def _default_home() -> str:
 
 
 DEFAULT_ROUTES = "image/*=cloudflare-images;video/*=cloudflare-stream"
+HOUR, DAY = 3600, 86400
 
 CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "PostgreSQL URL holding the app's table and filesync's ledger. Unset: an "
@@ -148,26 +233,28 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             group="Source"),
     Setting("FILESYNC_ROUTES", "MIME patterns to sinks, `pattern=sink,sink;...`. Types that match no "
             "pattern are skipped.", default=DEFAULT_ROUTES, group="Routing"),
-    Setting("FILESYNC_CONCURRENCY", "Transfers at once.", default="4", parse=positive_int, group="Run"),
-    Setting("FILESYNC_MAX_ATTEMPTS", "Attempts (across runs) before a file is parked as failed.",
-            default="5", parse=positive_int, group="Run"),
-    Setting("FILESYNC_RETRY_BACKOFF_SECONDS", "First delay before a failed file is tried again in a later "
-            "run; doubles each attempt, capped at a day.", default="300", parse=positive_float, group="Run"),
-    Setting("FILESYNC_REQUEST_RETRIES", "Tries of one request within a run for transient errors.",
-            default="5", parse=positive_int, group="Run"),
-    Setting("FILESYNC_REQUEST_MAX_WAIT", "Longest wait in seconds between two tries of one request.",
-            default="60", parse=positive_float, group="Run"),
-    Setting("FILESYNC_HTTP_TIMEOUT", "Seconds to wait for a service to answer one request.",
-            default="120", parse=positive_float, group="Run"),
-    Setting("FILESYNC_LEASE_SECONDS", "How long a claimed file stays reserved for its worker; renewed while "
-            "its transfer makes progress. Keep it above the longest single request (one tus chunk on your "
-            "slowest link).", default="300", parse=positive_int, group="Run"),
-    Setting("FILESYNC_CLAIM_BATCH", "Files claimed at once by a worker.", default="8", parse=positive_int,
+    Setting("FILESYNC_CONCURRENCY", "Transfers at once (1 to 256).", default="4", parse=bounded_int(1, 256),
             group="Run"),
+    Setting("FILESYNC_MAX_ATTEMPTS", "Attempts (across runs) before a file is parked as failed (1 to 1000).",
+            default="5", parse=bounded_int(1, 1000), group="Run"),
+    Setting("FILESYNC_RETRY_BACKOFF_SECONDS", "First delay before a failed file is tried again in a later "
+            "run; doubles each attempt, capped at a day (0.01 to 86400).", default="300",
+            parse=bounded_float(0.01, DAY), group="Run"),
+    Setting("FILESYNC_REQUEST_RETRIES", "Tries of one request within a run for transient errors (1 to 100).",
+            default="5", parse=bounded_int(1, 100), group="Run"),
+    Setting("FILESYNC_REQUEST_MAX_WAIT", "Longest wait in seconds between two tries of one request (0.01 to "
+            "3600).", default="60", parse=bounded_float(0.01, HOUR), group="Run"),
+    Setting("FILESYNC_HTTP_TIMEOUT", "Seconds to wait for a service to answer one request (0.1 to 3600).",
+            default="120", parse=bounded_float(0.1, HOUR), group="Run"),
+    Setting("FILESYNC_LEASE_SECONDS", "How long a claimed file stays reserved for its worker; renewed while "
+            "its transfer makes progress; 1 to 86400. Keep it above the longest single request (one tus "
+            "chunk on your slowest link).", default="300", parse=bounded_int(1, DAY), group="Run"),
+    Setting("FILESYNC_CLAIM_BATCH", "Files claimed at once by a worker (1 to 1000).", default="8",
+            parse=bounded_int(1, 1000), group="Run"),
     Setting("FILESYNC_MAX_FILES", "Stop a run after this many files (0: no limit).", default="0",
-            parse=non_negative_int, group="Run"),
+            parse=bounded_int(0, 1_000_000_000), group="Run"),
     Setting("FILESYNC_WORKER_ID", "Name of this worker in leases and run records.",
-            default=socket.gethostname(), group="Run"),
+            default=socket.gethostname(), parse=worker_id, group="Run"),
 )
 
 
@@ -212,13 +299,64 @@ def setting_index(settings: Iterable[Setting]) -> dict[str, Setting]:
 register(CORE_SETTINGS)
 
 
+#: Variables named like settings that are none: the container's entrypoint, Compose, the tests and the
+#: benchmarks read them. They are never reported as unknown.
+NOT_SETTINGS = frozenset({
+    "FILESYNC_ENV_FILE", "FILESYNC_UID", "FILESYNC_GID", "FILESYNC_LOG_DIR", "FILESYNC_CRONTAB",
+    "FILESYNC_CRON_ENV_FILE", "FILESYNC_HTTP_PUBLISH", "FILESYNC_TEST_PGROOT", "FILESYNC_BENCH_PGROOT",
+    "TEST_DATABASE_URL",
+})
+_PREFIX = "FILESYNC_"
+_NEAR = 0.85  # difflib ratio from which another variable reads as a misspelt setting
+
+
+def unknown_variables(names: Iterable[str], settings: Iterable[Setting]) -> list[tuple[str, str | None]]:
+    """(variable, the setting it probably meant or None) for each variable that looks like a setting and
+    is none: any FILESYNC_ name, and any name close to a setting's (CLOUDFLARE_API_TOKN). A misspelt
+    setting is otherwise silently ignored and its default used."""
+    known = {s.env for s in settings}
+    found: list[tuple[str, str | None]] = []
+    for name in sorted(names):
+        if name in known or name in NOT_SETTINGS:
+            continue
+        upper = name.upper()
+        if upper in known:
+            found.append((name, upper))
+            continue
+        prefixed = upper.startswith(_PREFIX)
+        close = _closest(upper, known)
+        if prefixed or close:
+            found.append((name, close))
+    return found
+
+
+def _closest(name: str, known: set[str]) -> str | None:
+    """The setting `name` probably meant. FILESYNC_ names are compared without the prefix they share,
+    which would otherwise make any two of them look alike."""
+    if name.startswith(_PREFIX):
+        tails = {k.removeprefix(_PREFIX): k for k in sorted(known)}
+        close = difflib.get_close_matches(name.removeprefix(_PREFIX), tails, n=1, cutoff=0.75)
+        return tails[close[0]] if close else None
+    close = difflib.get_close_matches(name, known, n=1, cutoff=_NEAR)
+    return close[0] if close else None
+
+
 class Environment(Mapping[str, str]):
-    """The process environment over `.env`: the environment wins, as the issue asks."""
+    """The process environment over `.env`: the environment wins, as the issue asks.
+
+    `.env` in the working directory is read when it is there; a file named by FILESYNC_ENV_FILE must be
+    there, unless its name starts with `-` (systemd's EnvironmentFile convention), since a misspelt path
+    would otherwise run with every default. An `env_file` given by the caller that does not exist reads
+    as no file.
+    """
 
     def __init__(self, overrides: Mapping[str, str] | None = None, env_file: str | None = None) -> None:
         base = dict(os.environ) if overrides is None else dict(overrides)
-        path = env_file or base.get("FILESYNC_ENV_FILE") or ".env"
-        file_values = {k: v for k, v in dotenv_values(path).items() if v is not None} if Path(path).is_file() else {}
+        named = base.get("FILESYNC_ENV_FILE", "").strip() if env_file is None else ""
+        path = env_file or named.removeprefix("-") or ".env"
+        label = f"FILESYNC_ENV_FILE={named!r}" if named else f"the settings file {path!r}"
+        file_values = _read_env_file(Path(path), label, required=bool(named) and not named.startswith("-"))
+        self.file_keys = frozenset(file_values)
         self._values = {**file_values, **base}
 
     def __getitem__(self, key: str) -> str:
@@ -229,6 +367,15 @@ class Environment(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._values)
+
+    def unknown(self, settings: Iterable[Setting]) -> list[str]:
+        """One warning line per variable that looks like a setting but is none, with where it was set."""
+        lines = []
+        for name, meant in unknown_variables(self._values, settings):
+            where = " (in the settings file)" if name in self.file_keys else ""
+            guess = f"; did you mean {meant}?" if meant else ""
+            lines.append(f"{name}{where} is not a filesync setting and is ignored{guess}")
+        return lines
 
     def get_value(self, setting: Setting) -> Any:
         """Parsed value of one setting; ConfigError names the variable."""
@@ -242,9 +389,11 @@ class Environment(Mapping[str, str]):
         try:
             return setting.parse(raw.strip())
         except (ValueError, TypeError) as exc:
-            shown = "<hidden>" if setting.secret else repr(raw)
+            shown = "" if setting.secret else f"={raw!r}"  # a secret's value is never shown, not even a part
             reason = str(exc) if str(exc) and "invalid literal" not in str(exc) else "has the wrong form"
-            raise ConfigError(f"{setting.env}={shown} is invalid: {reason}") from None
+            if setting.secret and raw.strip() in reason:
+                reason = "has the wrong form"
+            raise ConfigError(f"{setting.env}{shown} is invalid: {reason}") from None
 
     def resolve(self, settings: Iterable[Setting]) -> dict[str, Any]:
         """All values at once, reporting every bad variable together."""
@@ -256,7 +405,7 @@ class Environment(Mapping[str, str]):
             except ConfigError as exc:
                 problems.append(str(exc))
         if problems:
-            raise ConfigError(problems[0] if len(problems) == 1 else "\n  " + "\n  ".join(problems))
+            raise ConfigProblems(problems)
         return values
 
     def load(self, cls: type[T]) -> T:
@@ -277,6 +426,25 @@ class Environment(Mapping[str, str]):
             if password:
                 found.append(raw)
         return [v for v in found if len(v) >= 4]
+
+
+def _read_env_file(path: Path, label: str, *, required: bool) -> dict[str, str]:
+    """The file's variables; ConfigError in one line when it is required and missing, or unreadable."""
+    if not path.exists():
+        if required:
+            where = "" if path.is_absolute() else f" (in {os.getcwd()})"
+            raise ConfigError(f"{label} names no file{where}; a leading - makes it optional")
+        return {}
+    if path.is_dir():
+        raise ConfigError(f"{label} is a folder, not a file of settings")
+    if not path.is_file():  # /dev/null and the like: nothing to read
+        return {}
+    try:
+        return {k: v for k, v in dotenv_values(path, encoding="utf-8").items() if v is not None}
+    except OSError as exc:
+        raise ConfigError(f"{label} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{label} is not UTF-8 text (byte {exc.start})") from None
 
 
 @dataclass(frozen=True)
@@ -317,9 +485,6 @@ class Config:
     def load(cls, env: Environment | None = None) -> Config:
         env = env or Environment()
         v = env.resolve(CORE_SETTINGS)
-        worker = v["FILESYNC_WORKER_ID"]
-        if not re.fullmatch(r"[\w.@-]{1,100}", worker):
-            raise ConfigError(f"FILESYNC_WORKER_ID={worker!r} is invalid: use letters, digits, . _ - @")
         return cls(
             env=env,
             database_url=v["DATABASE_URL"],
@@ -344,5 +509,5 @@ class Config:
             lease_seconds=v["FILESYNC_LEASE_SECONDS"],
             claim_batch=v["FILESYNC_CLAIM_BATCH"],
             max_files=v["FILESYNC_MAX_FILES"],
-            worker_id=worker,
+            worker_id=v["FILESYNC_WORKER_ID"],
         )

@@ -102,10 +102,11 @@ def test_an_image_stored_behind_an_unclear_answer_is_done(fake: FakeCloudflare, 
 
 
 def test_an_image_stored_behind_a_timeout_is_done(fake: FakeCloudflare) -> None:
-    """The answer comes after the client gave up: the lookup finds the stored image."""
-    sink = CloudflareImagesSink(account(fake), timeout=1.0)
+    """The answer comes after the client gave up: the lookup finds the stored image. (Before: a timeout,
+    and a second upload.) The image is stored before the answer is held, so only ordering matters."""
+    sink = CloudflareImagesSink(account(fake), timeout=2.0)
     obj, data = photo("slow-answer")
-    fake.hold_response_next(3.0, method="POST", path_contains=IMAGES)
+    fake.hold_response_next(5.0, method="POST", path_contains=IMAGES)
     remote = sink.upload(obj, io.BytesIO(data), RecordingSession())
     sink.close()
     assert remote.remote_id == obj.file_id
@@ -176,6 +177,7 @@ def test_replace_puts_the_new_bytes_under_the_same_id(fake: FakeCloudflare, imag
 
 def test_replace_of_an_image_that_is_not_there_uploads_it(fake: FakeCloudflare,
                                                           images: CloudflareImagesSink) -> None:
+    """A guard: the delete's 404 is not an error."""
     obj, data = photo("reset-flag")
     remote = images.upload(obj, io.BytesIO(data), RecordingSession(replace=True))
     assert remote.remote_id == obj.file_id
@@ -358,6 +360,7 @@ def test_replace_keeps_the_older_video_while_the_new_one_is_incomplete(fake: Fak
 
 def test_without_replace_a_complete_video_of_the_file_is_done(fake: FakeCloudflare,
                                                               stream: CloudflareStreamSink) -> None:
+    """A guard: without replace, the stricter checks still find the finished video."""
     obj = clip("same-video")
     first = stream.upload(obj, body(obj), RecordingSession())
     again = stream.upload(obj, body(obj), RecordingSession())
@@ -366,6 +369,7 @@ def test_without_replace_a_complete_video_of_the_file_is_done(fake: FakeCloudfla
 
 
 def test_no_error_text_carries_the_token(fake: FakeCloudflare, images: CloudflareImagesSink) -> None:
+    """A guard: an unclear answer that echoes the token, then a lookup that does the same."""
     fake.fail_next(200, body=f'{{"success": false, "errors": [{{"code": 5400, "message": "{fake.token}"}}]}}'
                    .encode(), times=2)
     obj, data = photo("echo")
