@@ -8,6 +8,7 @@ so the pipeline decides what to do from the class alone::
       x LedgerUnavailable      PostgreSQL unreachable -> exit 3; the daemon keeps its schedule
       x LedgerError            any other database error
         + LeaseLost            the file's lease expired or moved: the mark is refused
+          - RowChanged         the row changed while its bytes were sent: re-sent, replacing them
       x SourceUnavailable      the bucket cannot be reached at all -> exit 4
       x SourceError            one object could not be read (transient: a later try may work)
         + SourceNotFound       "not found in bucket": permanent for that file
@@ -84,6 +85,11 @@ class LedgerError(FilesyncError):
 
 class LeaseLost(LedgerError):
     """This worker no longer holds the file's lease; its result is not recorded."""
+
+
+class RowChanged(LeaseLost):
+    """The file's row changed (a new path) while its bytes were being sent: nothing is recorded as done,
+    and the transfer is sent again, replacing what it left at the destination."""
 
 
 class SourceUnavailable(FilesyncError):
@@ -214,6 +220,13 @@ class DestinationRefused(PermanentError):
     def __init__(self, reason: str, *, setting: str = "", **kw: object) -> None:
         self.setting = setting
         super().__init__(reason + (f"; check {setting}" if setting else ""), **kw)  # type: ignore[arg-type]
+
+
+class NameTaken(PermanentError):
+    """Another file already holds this destination name (a template maps both to it): nothing is
+    overwritten; the reason names both files."""
+
+    error_class = ErrorClass.INVALID
 
 
 class Refused(PermanentError):

@@ -57,6 +57,7 @@ class RemoteObject:
     size: int
     checksum: str | None = None
     existed: bool = False  # True when the sink already had it (idempotent repeat)
+    owner: str | None = None  # the file id the destination's own metadata names, where it keeps one
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class FileTask:
     attempts: int
     done_sinks: frozenset[str] = frozenset()
     parked_sinks: dict[str, tuple[str, str]] = field(default_factory=dict)  # sink -> (error class, reason)
+    replace_sinks: frozenset[str] = frozenset()  # transfers to send again over an older copy (row changed)
     resume_tokens: dict[str, str] = field(default_factory=dict)
 
 
@@ -87,6 +89,7 @@ class RunSummary:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (file_id, sink, reason)
     skips: list[tuple[str, str]] = field(default_factory=list)  # (file_id, reason)
     deferred: int = 0  # handed back uncounted: a destination was stopped for the run
+    rows_without_id: int = 0  # app rows not copied whose id is NULL: reported, never copied
     stopped: dict[str, str] = field(default_factory=dict)  # destination -> why it was stopped
     interrupted: bool = False
 

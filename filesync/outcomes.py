@@ -34,7 +34,7 @@ class Outcomes:
     def transfer_done(self, task: FileTask, obj: SourceObject, sink: str, remote: RemoteObject,
                       routed: Sequence[str], started: float) -> bool:
         """A confirmed copy. True when every routed destination now holds the file (flag set)."""
-        complete = self.ledger.record_done(self.worker, task.file_id, sink, remote, routed)
+        complete = self.ledger.record_done(self.worker, task.file_id, sink, remote, routed, path=task.path)
         outcome = "existed" if remote.existed else "copied"
         sent = 0 if remote.existed else obj.size
         with self._lock:

@@ -17,9 +17,17 @@ from datetime import datetime
 
 import structlog
 
-from filesync import kinds, metrics
-from filesync.app import App
-from filesync.errors import ErrorClass, FilesyncError, LeaseLost, LedgerUnavailable, SourceError
+from filesync import kinds, metrics, redaction
+from filesync.app import App, all_settings
+from filesync.errors import (
+    ErrorClass,
+    FilesyncError,
+    LeaseLost,
+    LedgerUnavailable,
+    NameTaken,
+    RowChanged,
+    SourceError,
+)
 from filesync.ledger import claim_token, host_prefix
 from filesync.model import FileTask, Kind, RemoteObject, RunSummary, SourceObject
 from filesync.outcomes import Outcomes
@@ -98,6 +106,8 @@ class Pipeline:
             max_attempts=self.config.max_attempts, backoff=self.config.retry_backoff,
         )
         self.outcomes = Outcomes(self.app.ledger, self.worker)
+        # Whatever front end runs us, every outcome is redacted before it is stored or shown.
+        redaction.install(self.config.env.secret_values(all_settings()))
         self.summary = self.outcomes.summary
         self._lock = threading.Lock()
         self._in_flight: dict[str, float] = {}  # file id -> last sign of life (monotonic)
@@ -121,6 +131,10 @@ class Pipeline:
             added = ledger.enqueue(window)
             requeued = ledger.requeue_for_routes(self.config.routes, self.app.routes.sinks_for)
             backlog = ledger.backlog()
+            self.summary.rows_without_id = ledger.rows_without_id()
+            if self.summary.rows_without_id:
+                log.warning("rows_without_id", count=self.summary.rows_without_id,
+                            hint="rows of the app's table whose id is NULL cannot be copied")
             self.on_backlog(backlog)
             log.info("run_started", worker=self.worker, enqueued=added or 0, requeued=requeued,
                      released_stale_claims=released, backlog=backlog)
@@ -223,6 +237,10 @@ class Pipeline:
             except Cancelled:
                 with contextlib.suppress(FilesyncError):
                     self.outcomes.file_released(task, "shutdown")
+            except RowChanged as exc:  # sent again in this run, from the new path, replacing the old bytes
+                log.warning("file_changed", error=str(exc))
+                with contextlib.suppress(FilesyncError):
+                    self.app.ledger.release(self.worker, [task.file_id])
             except LeaseLost as exc:
                 log.warning("lease_lost", error=str(exc))
             except LedgerUnavailable as exc:
@@ -311,8 +329,9 @@ class Pipeline:
         except UnsafePath:
             raise _InvalidRow(f"path {task.path!r} is not a safe object key") from None
         date_taken = _parse_date(task.date_taken)
-        info = self.app.source.stat(task.path)
-        head = self.app.source.read_head(task.path, kinds.HEAD_BYTES) if info.size else b""
+        source, path = self.app.source, task.path
+        info = self.policy.call(lambda: source.stat(path))
+        head = self.policy.call(lambda: source.read_head(path, kinds.HEAD_BYTES)) if info.size else b""
         kind, mime = kinds.detect(task.path, info.content_type, head)
         size = kinds.image_size(head) if kind is Kind.IMAGE else None
         self.app.ledger.record_info(task.file_id, kind, mime, info.size)
@@ -325,7 +344,15 @@ class Pipeline:
         sink = self.app.sinks[sink_name]
         with structlog.contextvars.bound_contextvars(sink=sink_name):
             check_accepts(sink_name, sink.capabilities, obj)
-            session = TransferSession(self, task.file_id, sink_name, task.resume_tokens.get(sink_name))
+            name = sink.name_of(obj)
+            if name is not None:
+                owner = self.app.ledger.claim_name(self.worker, task.file_id, sink_name, name)
+                if owner != task.file_id:
+                    raise NameTaken(f"{name!r} belongs to file {owner}; file {task.file_id} ({obj.path}) maps to the "
+                                    "same name: make the destination's name template unique (e.g. with {id})",
+                                    sink=sink_name)
+            session = TransferSession(self, task.file_id, sink_name, task.resume_tokens.get(sink_name),
+                                      replace=sink_name in task.replace_sinks)
             started = time.monotonic()
             remote = self.policy.call(lambda: self._upload_once(sink, obj, session))
             self._streak(sink_name, failed=False)
@@ -344,11 +371,23 @@ class Pipeline:
             return sink.upload(obj, body, session)
 
 
+#: Valid timestamps that no metadata date can carry: the file is copied without its date.
+_OUT_OF_RANGE = ("infinity", "-infinity")
+
+
 def _parse_date(text: str | None) -> datetime | None:
+    """The capture date, from the ISO 8601 text the ledger reads (to_json: independent of DateStyle).
+    infinity, -infinity, BC and beyond-9999 dates are valid timestamps: copied without a date, with a
+    warning. Anything else unreadable (a text column holding garbage) is a row to fix."""
     if text is None or not text.strip():
         return None
+    value = text.strip()
+    year = value.split("-", 1)[0]
+    if value in _OUT_OF_RANGE or value.endswith(" BC") or (year.isdigit() and len(year) > 4):
+        log.warning("date_out_of_range", date_taken=value, hint="copied without a capture date in its metadata")
+        return None
     try:
-        return datetime.fromisoformat(text.strip())
+        return datetime.fromisoformat(value)
     except ValueError:
         raise _InvalidRow(f"dateTaken {text!r} is not a date") from None
 

@@ -34,6 +34,8 @@ def summary_text(summary: RunSummary, ledger: Ledger | None = None, code: int | 
         f"filesync run {s.run_id}: {s.copied} copied, {s.skipped} skipped, {s.failed} failed, "
         f"{s.retry_later} to retry later, {human_bytes(s.bytes)} sent" + (" (interrupted)" if s.interrupted else ""),
     ]
+    if s.rows_without_id:
+        lines.append(f"{s.rows_without_id} row(s) have no id and were not copied (set their id column)")
     for name, why in sorted(s.stopped.items()):
         lines.append(f"STOPPED {name}: {why}")
     if s.stopped:
@@ -66,6 +68,9 @@ def status_text(ledger: Ledger, limit: int = 20) -> str:
     counts = ledger.state_counts()
     lines = ["files by state: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")]
     lines.append(f"due now: {ledger.backlog()}")
+    without_id = ledger.rows_without_id()
+    if without_id:
+        lines.append(f"{without_id} row(s) of the app's table have no id: they cannot be copied")
     problems = ledger.problems(limit)
     if problems:
         lines.append("latest problems:")

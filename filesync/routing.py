@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from filesync.errors import ConfigError
+from filesync.kinds import kind_of
+from filesync.model import Kind
 
 _SINK = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+#: A MIME type pattern that can match something: `type/subtype`, either part `*` or RFC 6838 characters,
+#: `*` also inside the subtype (`image/x-*`). Brackets and `?` are refused: no MIME type holds them.
+_PATTERN = re.compile(r"^(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)/(\*|[a-z0-9*][a-z0-9!#$&^_.+*-]*)$")
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class Routes:
                 raise ConfigError(f"FILESYNC_ROUTES entry {part!r} is invalid: use pattern=sink[,sink]")
             if "/" not in pattern:
                 pattern = "*/*" if pattern == "*" else f"{pattern}/*"
+            if not _PATTERN.match(pattern):
+                raise ConfigError(f"FILESYNC_ROUTES pattern {pattern!r} cannot match any MIME type: use "
+                                  "type/subtype, e.g. image/*, video/mp4, */*")
             bad = [s for s in sinks if not _SINK.match(s)]
             if bad or len(set(sinks)) != len(sinks):
                 raise ConfigError(f"FILESYNC_ROUTES entry {part!r} has an invalid or repeated sink name")
@@ -49,6 +58,21 @@ class Routes:
             if fnmatch.fnmatchcase(mime, route.pattern):
                 return list(route.sinks)
         return []
+
+    def check_kinds(self, kinds_of: Mapping[str, frozenset[Kind]]) -> None:
+        """A route whose pattern names one kind (`image/...`) and a sink that takes no file of that kind
+        can never succeed: a configuration error before any work, not a failure on every file."""
+        for route in self.routes:
+            major = route.pattern.split("/", 1)[0]
+            if major == "*":
+                continue
+            kind = kind_of(f"{major}/x")
+            for sink in route.sinks:
+                accepted = kinds_of.get(sink)
+                if accepted is not None and kind not in accepted:
+                    takes = ", ".join(sorted(str(k) for k in accepted)) or "nothing"
+                    raise ConfigError(f"FILESYNC_ROUTES sends {route.pattern} to {sink}, which takes only "
+                                      f"{takes} files: route {major} files to a destination that takes them")
 
     def all_sinks(self) -> list[str]:
         seen: dict[str, None] = {}

@@ -62,8 +62,10 @@ class Ledger(Protocol):
         """One round trip; LedgerUnavailable when the store cannot be reached."""
 
     def enqueue(self, window: float | None = None) -> int | None:
-        """App rows not yet copied become pending files (a changed row is updated); how many, or None when
-        another worker is enqueuing right now or did within the last `window` seconds."""
+        """App rows not yet copied become pending files; a changed row is updated (a new path makes it due,
+        and its done transfers are sent again replacing the old bytes); a done file whose flag the app reset
+        is due again, every destination replaced. How many, or None when another worker is enqueuing right
+        now or did within the last `window` seconds."""
 
     def requeue_for_routes(self, routes: str, sinks_for: SinksFor) -> int:
         """When the routes changed: done or skipped files whose type now routes to a destination they lack
@@ -88,6 +90,10 @@ class Ledger(Protocol):
         """Release leases held by processes of this host that no longer run (or by this very process)."""
 
     # --- outcomes (lease-checked) -----------------------------------------------------------------
+    def claim_name(self, worker: str, file_id: str, sink: str, name: str) -> str:
+        """Take destination `name` at `sink` for this file, first come first served (a template may map two
+        files to one name); the id of the file that owns it, which is not this one on a collision."""
+
     def record_info(self, file_id: str, kind: str, mime: str, size: int) -> None:
         """What inspection found (kind, type, bytes): shown by status and used by the backfill."""
 
@@ -95,9 +101,10 @@ class Ledger(Protocol):
         """Durably store (or clear) a transfer's resume token (a tus URL) before bytes move."""
 
     def record_done(self, worker: str, file_id: str, sink: str, remote: RemoteObject,
-                    routed: Sequence[str]) -> bool:
+                    routed: Sequence[str], path: str | None = None) -> bool:
         """The transfer is done; when every routed destination is, the file is done and the app's flag set,
-        in the same transaction. True when the file is complete."""
+        in the same transaction. True when the file is complete. With `path` (where the bytes were read),
+        a row that moved meanwhile records nothing: RowChanged, and the transfer is marked to replace."""
 
     def mark_complete(self, worker: str, file_id: str, routed: Sequence[str]) -> bool:
         """Set the file done and the flag if every routed transfer is already done. True when complete."""
@@ -120,6 +127,9 @@ class Ledger(Protocol):
 
     def finish_run(self, run_id: int, summary: RunSummary, status: str, error: str | None = None) -> None:
         """Close the run record with its counts."""
+
+    def rows_without_id(self) -> int:
+        """App rows not copied whose id is NULL: they cannot be tracked, so they are reported, not copied."""
 
     def backlog(self) -> int:
         """Pending files due now."""

@@ -14,25 +14,58 @@ WHERE key = 'enqueued_at'
   AND (%(window)s::float8 IS NULL OR value::timestamptz < now() - make_interval(secs => %(window)s::float8))
 RETURNING key
 
+-- name: requeue_moved
+-- Rows not yet copied whose path changed while some destinations already hold the old path's bytes:
+-- those transfers are sent again, replacing what is there (before the upsert below records the new path).
+UPDATE {schema}.transfers AS t
+SET state = 'pending', replace = true, resume_token = NULL, updated_at = now()
+FROM {schema}.files AS f, {app} AS a
+WHERE t.file_id = f.file_id AND t.state = 'done' AND f.state <> 'done'
+  AND a.{app_copied} IS NOT TRUE AND a.{app_id} IS NOT NULL AND f.file_id = a.{app_id}::text
+  AND f.path IS DISTINCT FROM a.{app_path}::text
+
 -- name: enqueue
--- New not-yet-copied rows of the app's table become pending files; a row whose flag was reset
--- after filesync marked it is looked at again (its transfers stay done, so nothing is re-sent).
--- "Reset" needs the mark to be older than this statement's snapshot could be: a file another worker
--- marked while this statement waited on its row still shows the old flag in our snapshot.
+-- New not-yet-copied rows of the app's table become pending files; a pending, parked or skipped file
+-- whose row changed takes the new values (a new path makes it due again with fresh attempts). Dates are
+-- read through to_json, whose ISO 8601 form does not depend on the session's DateStyle. A file marked
+-- done while this statement waited on its row keeps its state: the DO UPDATE sees the row as committed.
 INSERT INTO {schema}.files AS f (file_id, path, date_taken, gps)
 SELECT DISTINCT ON (a.{app_id}::text)
-       a.{app_id}::text, a.{app_path}::text, a.{app_date}::text, a.{app_gps}::text
+       a.{app_id}::text, a.{app_path}::text, to_json(a.{app_date}) #>> '{{}}', a.{app_gps}::text
 FROM {app} AS a
 WHERE a.{app_copied} IS NOT TRUE AND a.{app_id} IS NOT NULL
 ORDER BY a.{app_id}::text
 ON CONFLICT (file_id) DO UPDATE
 SET path = EXCLUDED.path, date_taken = EXCLUDED.date_taken, gps = EXCLUDED.gps,
-    state = CASE WHEN f.state = 'done' THEN 'pending' ELSE f.state END,
-    next_attempt_at = CASE WHEN f.state = 'done' THEN now() ELSE f.next_attempt_at END,
+    state = CASE WHEN f.path IS DISTINCT FROM EXCLUDED.path THEN 'pending' ELSE f.state END,
+    attempts = CASE WHEN f.path IS DISTINCT FROM EXCLUDED.path THEN 0 ELSE f.attempts END,
+    next_attempt_at = CASE WHEN f.path IS DISTINCT FROM EXCLUDED.path THEN now() ELSE f.next_attempt_at END,
     updated_at = now()
-WHERE (f.state = 'done' AND f.done_at < statement_timestamp() - interval '5 minutes')
-   OR (f.state <> 'done'
-       AND (f.path, f.date_taken, f.gps) IS DISTINCT FROM (EXCLUDED.path, EXCLUDED.date_taken, EXCLUDED.gps))
+WHERE f.state <> 'done'
+  AND (f.path, f.date_taken, f.gps) IS DISTINCT FROM (EXCLUDED.path, EXCLUDED.date_taken, EXCLUDED.gps)
+
+-- name: requeue_reset
+-- Done files whose flag the app reset (it wants the file copied again, usually with new bytes) are due
+-- again at once, every destination to be replaced. SKIP LOCKED and a fresh snapshot: a file another
+-- worker is marking right now is either locked (skipped) or already shows its flag set (not selected).
+WITH reset AS (
+    SELECT f.file_id, a.{app_path}::text AS path, to_json(a.{app_date}) #>> '{{}}' AS date_taken,
+           a.{app_gps}::text AS gps
+    FROM {app} AS a JOIN {schema}.files AS f ON f.file_id = a.{app_id}::text
+    WHERE a.{app_copied} IS NOT TRUE AND a.{app_id} IS NOT NULL AND f.state = 'done'
+    FOR UPDATE OF f SKIP LOCKED
+), stale AS (
+    UPDATE {schema}.transfers AS t SET state = 'pending', replace = true, resume_token = NULL, updated_at = now()
+    FROM reset WHERE t.file_id = reset.file_id AND t.state = 'done'
+)
+UPDATE {schema}.files AS f
+SET state = 'pending', path = reset.path, date_taken = reset.date_taken, gps = reset.gps, attempts = 0,
+    next_attempt_at = now(), error = NULL, error_class = NULL, error_status = NULL, updated_at = now()
+FROM reset WHERE f.file_id = reset.file_id
+
+-- name: rows_without_id
+-- App rows filesync cannot track (their id is NULL): counted for `status` and the run summary.
+SELECT count(*) FROM {app} AS a WHERE a.{app_id} IS NULL AND a.{app_copied} IS NOT TRUE
 
 -- name: duplicate_ids
 -- Ids that appear on more than one not-yet-copied row cannot be told apart: park them with a reason.
@@ -62,7 +95,7 @@ RETURNING f.file_id, f.path, f.date_taken, f.gps, f.attempts
 
 -- name: claimed_transfers
 -- What a claimed file already has: done and parked destinations, resume tokens.
-SELECT file_id, sink, state, resume_token, coalesce(error_class, 'client'), coalesce(error, '')
+SELECT file_id, sink, state, resume_token, coalesce(error_class, 'client'), coalesce(error, ''), replace
 FROM {schema}.transfers WHERE file_id = ANY(%(ids)s)
 
 -- name: heartbeat
@@ -84,10 +117,28 @@ SELECT DISTINCT claimed_by FROM {schema}.files
 WHERE claimed_by IS NOT NULL AND left(claimed_by, length(%(prefix)s)) = %(prefix)s
 
 -- name: lock_leased
--- Only the lease holder may record an outcome: a worker whose lease expired gets no row back.
-SELECT file_id, state FROM {schema}.files
+-- Only the lease holder may record an outcome: a worker whose lease expired gets no row back. The path
+-- tells whether the row changed since the claim.
+SELECT file_id, state, path FROM {schema}.files
 WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now()
 FOR UPDATE
+
+-- name: claim_name
+-- Take a destination name for a file (first come, first served); returns the file that owns it.
+WITH taken AS (
+    INSERT INTO {schema}.names (sink, name, file_id) VALUES (%(sink)s, %(name)s, %(file_id)s)
+    ON CONFLICT (sink, name) DO NOTHING
+    RETURNING file_id
+)
+SELECT file_id FROM taken
+UNION ALL
+SELECT file_id FROM {schema}.names WHERE sink = %(sink)s AND name = %(name)s
+LIMIT 1
+
+-- name: transfer_stale
+-- The file changed while this transfer was sending the old bytes: send it again, replacing them.
+INSERT INTO {schema}.transfers AS t (file_id, sink, state, replace) VALUES (%(file_id)s, %(sink)s, 'pending', true)
+ON CONFLICT (file_id, sink) DO UPDATE SET state = 'pending', replace = true, resume_token = NULL, updated_at = now()
 
 -- name: file_info
 UPDATE {schema}.files SET kind = %(kind)s, mime = %(mime)s, size = %(size)s, updated_at = now()
@@ -104,7 +155,7 @@ INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, remote_id, 
 VALUES (%(file_id)s, %(sink)s, 'done', 1, %(remote_id)s, %(url)s, %(bytes)s, %(checksum)s, now(), NULL)
 ON CONFLICT (file_id, sink) DO UPDATE
 SET state = 'done', attempts = t.attempts + 1, remote_id = EXCLUDED.remote_id, remote_url = EXCLUDED.remote_url,
-    bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum, done_at = now(), resume_token = NULL,
+    bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum, done_at = now(), resume_token = NULL, replace = false,
     error_class = NULL, error_status = NULL, error = NULL, updated_at = now()
 
 -- name: transfer_failed

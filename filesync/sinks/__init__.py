@@ -83,14 +83,20 @@ class Sink(Protocol):
         """Look the object up directly (by its id, name or the remote id a previous upload
         returned); never list or search. None when it is not there."""
 
+    def name_of(self, obj: SourceObject) -> str | None:
+        """The destination name `obj` takes where names come from a template (two files can map to one
+        name, so the engine gives each name to one file id); None where the file id itself is the name."""
+
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
         """Send exactly obj.size bytes read from `body` (seekable, positioned at 0). The engine has
         already checked `capabilities` (`check_accepts`): the sink need not check them again.
 
         Idempotent: a second upload of the same obj returns the first RemoteObject (with
-        `existed=True`) and stores nothing new. If `body` raises mid-stream no visible object
-        is left behind, or the upload is resumable through `session`. Raises TransientError
-        (retry) or PermanentError (record and move on); never returns a partial result.
+        `existed=True`) and stores nothing new, unless `session.replace` asks for the bytes to be sent
+        again over an older copy. An object at the name that belongs to another file is never
+        overwritten. If `body` raises mid-stream no visible object is left behind, or the upload is
+        resumable through `session`. Raises TransientError (retry) or PermanentError (record and move
+        on); never returns a partial result.
         """
 
     def close(self) -> None:

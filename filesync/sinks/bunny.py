@@ -198,13 +198,16 @@ class BunnySink:
             checksum=checksum.lower() if isinstance(checksum, str) and checksum else None, existed=True,
         )
 
+    def name_of(self, obj: SourceObject) -> str | None:
+        return self._target(obj)
+
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
         name = self._target(obj)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, prefix="filesync-bunny-") as spool:
             digest, size = self._spool(obj, body, spool)
             existing = self.exists(obj, name)
             if existing is not None and existing.checksum == digest and existing.size == size:
-                return existing
+                return existing  # the same bytes: already there (Bunny keeps no owner; the ledger does)
             spool.seek(0)
             response = self._request(
                 "PUT", self._url(name),

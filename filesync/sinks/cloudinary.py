@@ -311,6 +311,9 @@ class CloudinarySink:
             size=int(info.get("bytes") or obj.size), checksum=None, existed=existed,
         )
 
+    def name_of(self, obj: SourceObject) -> str | None:
+        return None  # named by the file id: two files never share a name
+
     def close(self) -> None:
         pass  # the SDK's connection pool is process-wide
 

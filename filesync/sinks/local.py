@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from filesync.errors import ErrorClass, PermanentError, SinkError
+from filesync.errors import ErrorClass, NameTaken, PermanentError, SinkError
 from filesync.model import Kind, RemoteObject, SourceObject
 from filesync.settings import Setting, setting, settings_of
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
@@ -69,15 +69,24 @@ class LocalSink:
         if not path.is_file():
             return None
         meta = self._read_meta(path)
+        owner = meta.get("fileId")
         return RemoteObject(
-            remote_id=name, url=path.as_uri(), size=path.stat().st_size, checksum=meta.get("sha256"), existed=True
+            remote_id=name, url=path.as_uri(), size=path.stat().st_size, checksum=meta.get("sha256"), existed=True,
+            owner=str(owner) if owner is not None else None,
         )
+
+    def name_of(self, obj: SourceObject) -> str | None:
+        return self._target(obj)[0]
 
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
         name, path = self._target(obj)
         existing = self.exists(obj)
-        if existing is not None and existing.size == obj.size:
-            return existing
+        if existing is not None:
+            if existing.owner is not None and existing.owner != obj.file_id:
+                raise NameTaken(f"{name!r} holds file {existing.owner}'s copy; file {obj.file_id} maps to the same "
+                                "name (FILESYNC_LOCAL_TEMPLATE): nothing was overwritten", sink=self.name)
+            if existing.owner == obj.file_id and existing.size == obj.size and not session.replace:
+                return existing
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             digest, size = self._write(path, body, session)

@@ -19,6 +19,7 @@ from filesync.errors import (
     ConfigError,
     DestinationRefused,
     ErrorClass,
+    NameTaken,
     NetworkError,
     PermanentError,
     RateLimited,
@@ -172,13 +173,20 @@ class S3Sink:
             return None
         meta = {k.lower(): decode_meta(v) for k, v in head.get("Metadata", {}).items()}
         return RemoteObject(remote_id=key, url=self._url(key), size=int(head["ContentLength"]),
-                            checksum=meta.get("sha256"), existed=True)
+                            checksum=meta.get("sha256"), existed=True, owner=meta.get("fileid"))
+
+    def name_of(self, obj: SourceObject) -> str | None:
+        return self._key(obj)
 
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
         key = self._key(obj)
         existing = self.exists(obj)
-        if existing is not None and existing.size == obj.size:
-            return existing
+        if existing is not None:
+            if existing.owner is not None and existing.owner != obj.file_id:
+                raise NameTaken(f"{key!r} holds file {existing.owner}'s copy; file {obj.file_id} maps to the same key "
+                                "(FILESYNC_S3_TEMPLATE): nothing was overwritten", sink=self.name)
+            if existing.owner == obj.file_id and existing.size == obj.size and not session.replace:
+                return existing
         extra: dict[str, Any] = {
             "ContentType": obj.mime,
             "Metadata": {k: encode_meta(v) for k, v in obj.metadata().items()},

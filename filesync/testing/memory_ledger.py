@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from filesync.errors import LeaseLost
+from filesync.errors import LeaseLost, RowChanged
 from filesync.ledger.base import CopiedTransfer, Destination, Ledger, Problem, SinksFor, dead_owners
 from filesync.model import FileTask, RemoteObject, RunSummary
-
-RESET_GUARD = timedelta(minutes=5)  # as queries.sql's enqueue: a mark younger than this is not a "reset"
 
 
 @dataclass
@@ -64,6 +63,7 @@ class TransferRow:
     error_status: int | None = None
     error: str | None = None
     done_at: datetime | None = None
+    replace: bool = False
 
 
 @dataclass
@@ -76,6 +76,7 @@ class MemoryStore:
     transfers: dict[tuple[str, str], TransferRow] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
+    names: dict[tuple[str, str], str] = field(default_factory=dict)  # (sink, name) -> owning file id
     lock: threading.RLock = field(default_factory=threading.RLock)
     enqueue_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -113,13 +114,19 @@ class MemoryLedger:
                         s.files[file_id] = FileRow(file_id, row.path, row.date_taken, row.gps, next_attempt_at=now,
                                                    updated_at=now)
                         changed += 1
-                    elif f.state == "done" and f.done_at is not None and f.done_at < now - RESET_GUARD:
-                        f.path, f.date_taken, f.gps = row.path, row.date_taken, row.gps
-                        f.state, f.next_attempt_at, f.updated_at = "pending", now, now
+                        continue
+                    moved = f.path != row.path
+                    if f.state == "done" or (moved and f.state != "done"):
+                        for (fid, _), t in s.transfers.items():  # the old bytes are replaced
+                            if fid == file_id and t.state == "done":
+                                t.state, t.replace, t.resume_token = "pending", True, None
+                    if f.state == "done" or moved:
+                        f.state, f.attempts, f.next_attempt_at = "pending", 0, now
+                        f.error = f.error_class = None
+                        f.error_status = None
+                    if f.state == "done" or (f.path, f.date_taken, f.gps) != (row.path, row.date_taken, row.gps):
                         changed += 1
-                    elif f.state != "done" and (f.path, f.date_taken, f.gps) != (row.path, row.date_taken, row.gps):
-                        f.path, f.date_taken, f.gps, f.updated_at = row.path, row.date_taken, row.gps, now
-                        changed += 1
+                    f.path, f.date_taken, f.gps, f.updated_at = row.path, row.date_taken, row.gps, now
                 return changed
         finally:
             s.enqueue_lock.release()
@@ -159,7 +166,8 @@ class MemoryLedger:
             for f in due:
                 f.claimed_by, f.claimed_until, f.updated_at = worker, now + timedelta(seconds=lease_seconds), now
                 tasks.append(self._task(f))
-            return tasks
+        time.sleep(0.0005)  # a round trip, as a database's would be: parallel claimers interleave
+        return tasks
 
     def _task(self, f: FileRow) -> FileTask:
         mine = {sink: t for (fid, sink), t in self.store.transfers.items() if fid == f.file_id}
@@ -169,6 +177,7 @@ class MemoryLedger:
             parked_sinks={sink: (t.error_class or "client", t.error or "") for sink, t in mine.items()
                           if t.state == "failed"},
             resume_tokens={sink: t.resume_token for sink, t in mine.items() if t.resume_token},
+            replace_sinks=frozenset(sink for sink, t in mine.items() if t.replace and t.state == "pending"),
         )
 
     def heartbeat(self, worker: str, file_ids: Sequence[str], lease_seconds: int) -> int:
@@ -214,6 +223,11 @@ class MemoryLedger:
         t = self.store.transfers.get((file_id, sink))
         return t.state if t else None
 
+    def claim_name(self, worker: str, file_id: str, sink: str, name: str) -> str:
+        with self.store.lock:
+            self._leased(worker, file_id)
+            return self.store.names.setdefault((sink, name), file_id)
+
     def record_info(self, file_id: str, kind: str, mime: str, size: int) -> None:
         with self.store.lock:
             if f := self.store.files.get(file_id):
@@ -225,10 +239,14 @@ class MemoryLedger:
             self._transfer(file_id, sink).resume_token = token
 
     def record_done(self, worker: str, file_id: str, sink: str, remote: RemoteObject,
-                    routed: Sequence[str]) -> bool:
+                    routed: Sequence[str], path: str | None = None) -> bool:
         with self.store.lock:
-            self._leased(worker, file_id)
+            f = self._leased(worker, file_id)
             t = self._transfer(file_id, sink)
+            if path is not None and f.path != path:
+                t.state, t.replace, t.resume_token = "pending", True, None
+                raise RowChanged(f"file {file_id} moved from {path!r} to {f.path!r} while it was copied")
+            t.replace = False
             t.state, t.attempts, t.remote_id, t.remote_url = "done", t.attempts + 1, remote.remote_id, remote.url
             t.bytes, t.checksum, t.done_at, t.resume_token = remote.size, remote.checksum, self._now(), None
             t.error_class = t.error = None
@@ -290,6 +308,9 @@ class MemoryLedger:
             self.store.runs[run_id - 1].update(
                 status=status, finished_at=self._now(), copied=summary.copied, skipped=summary.skipped,
                 failed=summary.failed, retry_later=summary.retry_later, bytes=summary.bytes, error=error)
+
+    def rows_without_id(self) -> int:
+        return 0  # the memory app table is keyed by id: it cannot hold a row without one
 
     def backlog(self) -> int:
         with self.store.lock:

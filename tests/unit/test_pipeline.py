@@ -47,6 +47,9 @@ class Scripted:
     def exists(self, obj: SourceObject, remote_id: str | None = None) -> RemoteObject | None:
         return self.inner.exists(obj, remote_id)
 
+    def name_of(self, obj: SourceObject) -> str | None:
+        return self.inner.name_of(obj)
+
     def upload(self, obj: SourceObject, body: BinaryIO, session: UploadSession) -> RemoteObject:
         self.calls += 1
         if self.before is not None:
