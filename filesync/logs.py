@@ -7,14 +7,23 @@ rotation renames the file and opens a new one under the same name, which `tail -
 `FILESYNC_LOG_MAX_BYTES=0` a `WatchedFileHandler` is used instead, for an external logrotate (it
 reopens the file when logrotate moves it) — choose that when several processes (cron runs) share
 one log file, since in-process rotation is only safe with a single writer.
+
+A log that cannot be written (disk full, permissions changed after start, stdout closed) must not
+take filesync down nor flood stderr: the stdlib prints "--- Logging error ---" and a traceback per
+record. Our handlers instead print one redacted line on stderr when writing first fails, drop records
+until it works again, then say how many were lost. A rotation that fails (read-only folder) keeps
+writing to the current file past its size and retries a minute later. `reopen()` (the daemon's
+SIGHUP) reopens the file under its name, for a logrotate without `copytruncate`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -89,14 +98,118 @@ def _drop_logger_for_own_events(logger: WrappedLogger, method: str, event_dict: 
     return event_dict
 
 
+class _WarnOnce(logging.Handler):
+    """A handler that reports its first write failure once on stderr instead of a traceback per record."""
+
+    _failing = False  # since the first failure, until a record is written again
+    _failed_now = False  # the record being emitted failed
+    _lost = 0
+
+    def target(self) -> str:
+        return "stdout"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        try:
+            super().emit(record)  # the stdlib catches its own errors and calls handleError
+        except Exception:
+            self.handleError(record)  # reopening a watched file raises past the stdlib's own catch
+        if self._failing and not self._failed_now:
+            lost, self._failing, self._lost = self._lost, False, 0
+            _stderr(f"filesync: writing {self.target()} again; {lost} log events were not written to it")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):  # a formatting bug, not the output: the stdlib's report helps
+            super().handleError(record)
+            return
+        self._failed_now = True
+        self._lost += 1
+        if not self._failing:
+            self._failing = True
+            _stderr(f"filesync: cannot write {self.target()} ({_reason(exc)}); going on without it, "
+                    "its events are lost until it can be written again")
+
+
+def _reason(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or f"{type(exc).__name__}: {exc}"
+
+
+def _stderr(message: str) -> None:
+    """One line on stderr, redacted: the path or the error may quote a secret."""
+    try:
+        print(redaction.redact(message), file=sys.stderr, flush=True)
+    except Exception:  # stderr gone too: nothing is left to tell
+        pass
+
+
+class _LogFile(_WarnOnce, logging.FileHandler):
+    """What both kinds of log file share: the warning names the file, and `reopen` follows logrotate."""
+
+    def target(self) -> str:
+        return f"the log file {self.baseFilename}"
+
+    def close(self) -> None:
+        """Closing flushes, and a file that cannot be written must not make a reconfiguration raise."""
+        with contextlib.suppress(OSError):
+            super().close()
+
+    def reopen(self) -> None:
+        """Open the file under its name again; keep the old stream when that fails (a read-only folder)."""
+        self.acquire()
+        try:
+            try:
+                stream = self._open()
+            except OSError as exc:
+                _stderr(f"filesync: cannot reopen {self.target()} ({_reason(exc)}); "
+                        "writing on to the file already open")
+                return
+            old, self.stream = self.stream, stream
+            if isinstance(self, logging.handlers.WatchedFileHandler):
+                self._statstream()
+            if old is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    old.close()
+        finally:
+            self.release()
+
+
+ROTATE_RETRY = 60.0  # seconds between attempts to rotate once rotation failed
+
+
+class _RotatingFile(_LogFile, logging.handlers.RotatingFileHandler):
+    _rotate_after = 0.0  # monotonic time before which no rotation is tried (0: whenever due)
+    _rotation_failing = False
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        return time.monotonic() >= self._rotate_after and bool(super().shouldRollover(record))
+
+    def doRollover(self) -> None:
+        """A folder made read-only cannot take the rename: keep writing to the current file instead."""
+        try:
+            super().doRollover()
+        except OSError as exc:
+            self._rotate_after = time.monotonic() + ROTATE_RETRY
+            if self.stream is None:
+                self.stream = self._open()
+            if not self._rotation_failing:
+                self._rotation_failing = True
+                _stderr(f"filesync: cannot rotate {self.target()} ({_reason(exc)}); writing on past "
+                        f"FILESYNC_LOG_MAX_BYTES, trying again every {ROTATE_RETRY:g} s")
+        else:
+            self._rotate_after, self._rotation_failing = 0.0, False
+
+
+class _WatchedFile(_LogFile, logging.handlers.WatchedFileHandler):
+    pass
+
+
 def _file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if max_bytes > 0:
-            return logging.handlers.RotatingFileHandler(
-                path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-            )
-        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+            return _RotatingFile(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        return _WatchedFile(path, encoding="utf-8")
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(
@@ -104,7 +217,7 @@ def _file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
         ) from None
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StdoutHandler(_WarnOnce, logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stdout` is now, so a progress bar that redirects stdout keeps its place."""
 
     def __init__(self) -> None:
@@ -117,6 +230,14 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
+
+
+def reopen() -> None:
+    """Reopen the log file under its name (the daemon's SIGHUP): after logrotate moved it, lines go to
+    the new file instead of the moved one."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _HANDLER_MARK, False) and isinstance(handler, _LogFile):
+            handler.reopen()
 
 
 def configure(env: Environment, *, console: bool | None = None, console_level: str | None = None) -> None:

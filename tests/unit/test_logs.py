@@ -205,3 +205,76 @@ def test_redactor_masks_url_passwords_even_when_undeclared(text: str, expected: 
 def test_redactor_masks_decoded_form_of_an_encoded_password() -> None:
     redactor = redaction.Redactor(["p%40ssw0rd-long"])
     assert redactor.text("login failed for p@ssw0rd-long") == "login failed for ***"
+
+
+# --- a log that cannot be written: one warning, no traceback per event, logging goes on -------------
+
+
+def test_a_log_file_that_cannot_be_written_warns_once_and_stdout_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure(_env(tmp_path, FILESYNC_LOG_FILE="/dev/full"), console=False)  # every write: ENOSPC
+    log = structlog.get_logger("filesync")
+    for i in range(20):
+        log.info("tick", n=i)
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "filesync: cannot write the log file /dev/full (No space left on device); going on without it, "
+        "its events are lost until it can be written again"
+    ]
+    assert [json.loads(line)["n"] for line in captured.out.splitlines()] == list(range(20))
+
+
+def test_the_warning_is_redacted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / f"logs-{TOKEN}"
+    folder.mkdir()
+    (folder / "filesync.log").symlink_to("/dev/full")
+    logs.configure(_env(tmp_path, FILESYNC_LOG_FILE=str(folder / "filesync.log")), console=False)
+    structlog.get_logger("filesync").info("hello")
+    err = capsys.readouterr().err
+    assert f"cannot write the log file {tmp_path}/logs-***/filesync.log" in err and TOKEN not in err
+
+
+class _FlakyStdout(io.StringIO):
+    """A stdout whose reader went away (EPIPE) and came back."""
+
+    broken = True
+
+    def write(self, text: str) -> int:
+        if self.broken:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_handler_that_can_write_again_says_how_many_events_it_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flaky = _FlakyStdout()
+    monkeypatch.setattr(sys, "stdout", flaky)
+    logs.configure(_env(tmp_path), console=False)
+    log = structlog.get_logger("filesync")
+    for i in range(5):
+        log.info("tick", n=i)
+    flaky.broken = False
+    log.info("tick", n=5)
+    log.info("tick", n=6)
+    assert capsys.readouterr().err.splitlines() == [
+        "filesync: cannot write stdout (Broken pipe); going on without it, its events are lost until it can be "
+        "written again",
+        "filesync: writing stdout again; 5 log events were not written to it",
+    ]
+    assert [json.loads(line)["n"] for line in flaky.getvalue().splitlines()] == [5, 6]
+    assert [r["n"] for r in _lines(tmp_path / "logs" / "filesync.log")] == list(range(7))
+
+
+@pytest.mark.parametrize("max_bytes", ["10485760", "0"])
+def test_reopen_writes_to_a_new_file_under_the_same_name(tmp_path: Path, max_bytes: str) -> None:
+    logs.configure(_env(tmp_path, FILESYNC_LOG_MAX_BYTES=max_bytes), console=False)
+    log = structlog.get_logger("filesync")
+    path = tmp_path / "logs" / "filesync.log"
+    log.info("before")
+    path.rename(path.with_name("moved.log"))  # logrotate without copytruncate, then SIGHUP
+    logs.reopen()
+    log.info("after")
+    assert [r["event"] for r in _lines(path)] == ["after"]
+    assert [r["event"] for r in _lines(path.with_name("moved.log"))] == ["before"]
