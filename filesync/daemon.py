@@ -9,6 +9,13 @@ The App (settings, ledger connections, sinks) is built once at start, so a bad s
 daemon before it schedules anything (exit 2) and connections are reused between runs. If the
 database cannot be reached at start, the daemon starts anyway and builds the App at the next tick.
 
+Health (`/healthz`, rule in filesync/health.py): unhealthy while shutting down, when the scheduler
+stopped, when the database does not answer, or when the last run crashed or could not reach its
+database or source; a run with some files failed is healthy.
+
+SIGHUP does not stop the daemon: it is logged (`sighup`) and the log file is reopened under its name,
+which is what a logrotate `postrotate` sends it for.
+
 Shutdown: the first SIGTERM/SIGINT sets `stop` (no new claims), waits up to FILESYNC_SHUTDOWN_GRACE
 seconds for in-flight transfers, then sets `abort` (transfers cancelled at their next chunk, their
 files handed back) and exits 0. A second signal exits at once with 128+signal; unfinished leases
@@ -33,10 +40,10 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_J
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from filesync import metrics
+from filesync import logs, metrics
 from filesync.app import App
 from filesync.errors import LedgerUnavailable, SourceUnavailable
-from filesync.health import HealthServer
+from filesync.health import HealthServer, run_problem
 from filesync.model import RunSummary
 from filesync.redaction import redact
 from filesync.schedule import DaemonConfig, cron_trigger
@@ -93,7 +100,11 @@ class Daemon:
         self.shutdown_requested = threading.Event()
         self._signals = 0
         self._lock = threading.Lock()
-        self.last_run: dict[str, Any] | None = None
+        # (last run, how many runs in a row could not do their work, since when): one tuple, replaced
+        # whole, so a probe never sees one run's record with another's count
+        self._runs: tuple[dict[str, Any] | None, int, str | None] = (None, 0, None)
+        self._hangups = 0  # SIGHUPs received; the handler only counts, the main loop reopens the log
+        self._hangups_handled = 0
         self.ping_timeout = PING_TIMEOUT
         self._ping_lock = threading.Lock()
         self._pending_ping: _Ping | None = None
@@ -127,7 +138,7 @@ class Daemon:
         try:
             app = self._ensure_app()
             summary = self._run(app, stop=self.stop, abort=self.abort, tick_started=fired)
-            self._record(started, "interrupted" if summary.interrupted else "ok", summary=summary)
+            self._record(started, _result(summary), summary=summary)
             metrics.ticks_total.labels("ran").inc()
         except LedgerUnavailable as exc:
             metrics.ticks_total.labels("database_unavailable").inc()
@@ -159,7 +170,20 @@ class Daemon:
                           failed=summary.failed, retry_later=summary.retry_later, bytes=summary.bytes)
         if error is not None:
             record["error"] = redact(error)  # shown by /healthz, outside the log's redaction
-        self.last_run = record
+        _, failing, since = self._runs
+        if run_problem(record) is None:
+            self._runs = (record, 0, None)
+        else:
+            self._runs = (record, failing + 1, since or record["started"])
+
+    @property
+    def last_run(self) -> dict[str, Any] | None:
+        return self._runs[0]
+
+    @property
+    def failing_runs(self) -> int:
+        """Runs in a row that could not do their work (health.BROKEN_RESULTS)."""
+        return self._runs[1]
 
     def _on_event(self, event: JobEvent) -> None:
         scheduled = [t.isoformat() for t in getattr(event, "scheduled_run_times", []) or []]
@@ -180,8 +204,10 @@ class Daemon:
 
     # --- health ----------------------------------------------------------------------------------
     def probe(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy when the scheduler thread is alive and the database answers."""
-        body: dict[str, Any] = {"last_run": self.last_run, "next_run": self.next_run()}
+        """Healthy when the scheduler thread is alive, the database answers and the last run got through
+        (the rule: filesync/health.py)."""
+        last_run, failing_runs, failing_since = self._runs
+        body: dict[str, Any] = {"last_run": last_run, "next_run": self.next_run()}
         thread = getattr(self.scheduler, "_thread", None)
         alive = self.scheduler.running and thread is not None and thread.is_alive()
         body["scheduler"] = "alive" if alive else "stopped"
@@ -200,6 +226,10 @@ class Daemon:
         except Exception as exc:
             return False, {"status": "unavailable", "database": "error",
                            "reason": redact(f"database check failed: {type(exc).__name__}: {exc}"), **body}
+        problem = run_problem(last_run)
+        if problem is not None:
+            return False, {"status": "unavailable", "reason": problem, "database": "ok", "failing_runs": failing_runs,
+                           "failing_since": failing_since, **body}
         return True, {"status": "ok", "database": "ok", **body}
 
     def _ping(self) -> None:
@@ -225,6 +255,20 @@ class Daemon:
         self.shutdown_requested.set()
         self.stop.set()
 
+    def on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP only counts here; `wait_for_signal` reopens the log outside the signal handler, so a
+        record being written when the signal came is never cut by the stream being swapped under it."""
+        self._hangups += 1
+
+    def handle_hangups(self) -> None:
+        """Reopen the log file once for the SIGHUPs received since the last call, and say so."""
+        received = self._hangups
+        if received == self._hangups_handled:
+            return
+        self._hangups_handled = received
+        logs.reopen()
+        log.info("sighup", action="log file reopened", pid=os.getpid())
+
     def start(self) -> None:
         trigger = cron_trigger(self.config.schedule, self.config.timezone)
         extra: dict[str, Any] = {}
@@ -234,8 +278,9 @@ class Daemon:
         self.scheduler.start()
 
     def wait_for_signal(self) -> None:
+        """Until SIGTERM/SIGINT; a SIGHUP is handled within a second."""
         while not self.shutdown_requested.wait(timeout=1.0):
-            pass
+            self.handle_hangups()
 
     def shutdown(self) -> bool:
         """Stop scheduling, let the run finish within the grace period, then abort it. True when idle."""
@@ -256,6 +301,13 @@ class Daemon:
                 log.warning("close_failed", error_class=type(exc).__name__, error=str(exc))
 
 
+def _result(summary: RunSummary) -> str:
+    """How a run that returned ended, in the runs table's terms: some files failed is still a run."""
+    if summary.interrupted:
+        return "interrupted"
+    return "failed" if summary.failed or summary.retry_later or summary.stopped else "ok"
+
+
 def serve(env: Environment, build: BuildFn, run: RunFn) -> int:
     """Run the daemon until SIGTERM/SIGINT; the exit code for `filesync daemon`.
 
@@ -268,6 +320,8 @@ def serve(env: Environment, build: BuildFn, run: RunFn) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
 
     daemon = Daemon(env, config, build, run)
+    # From here until the end SIGHUP never stops the process, as its default action would (logrotate).
+    previous_hup = signal.signal(signal.SIGHUP, daemon.on_hangup)
     try:
         daemon.app = build(env)
     except LedgerUnavailable as exc:
@@ -304,5 +358,6 @@ def serve(env: Environment, build: BuildFn, run: RunFn) -> int:
         # files are already handed back, so nothing is lost by not waiting for them at exit.
         logging.shutdown()
         os._exit(0)
+    signal.signal(signal.SIGHUP, previous_hup)
     return 0
 

@@ -2,13 +2,23 @@
 
 The stdlib server is enough: two read-only endpoints, a few requests a minute from Docker's
 HEALTHCHECK and a Prometheus scraper. It is threaded so a slow database ping never holds up a scrape.
+
+The rule `/healthz` follows (the daemon's `probe`): 503 with a `reason` when the daemon is shutting
+down, its scheduler thread is not running, the database does not answer a ping within 5 s, or the
+last run could not do its work at all: it crashed (`error`: a bug, a missing table, a setting refused
+at run time) or could not reach its database or source (`database_unavailable`,
+`source_unavailable`). The next run that gets through makes it 200 again. A daemon whose every run
+fails must not look healthy; the last run rather than the last few decides, so a broken deployment
+shows at its first run, not after several schedule intervals. A run that finished with some files
+failed or retried (`failed`), or was stopped by a signal (`interrupted`), is healthy: those files
+carry their own reasons in `filesync status`. Before the first run ends there is nothing to judge.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,6 +28,17 @@ from filesync import metrics
 from filesync.errors import ConfigError
 
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
+
+#: How a run ended (`last_run["result"]`) when it could not do its work at all: /healthz answers 503.
+BROKEN_RESULTS = frozenset({"error", "database_unavailable", "source_unavailable"})
+
+
+def run_problem(last_run: Mapping[str, Any] | None) -> str | None:
+    """Why the last run makes the daemon unhealthy (the `reason` of the 503), or None when it does not."""
+    if not last_run or last_run.get("result") not in BROKEN_RESULTS:
+        return None
+    error = last_run.get("error")
+    return f"last run failed ({last_run['result']})" + (f": {error}" if error else "")
 
 
 class _Handler(BaseHTTPRequestHandler):

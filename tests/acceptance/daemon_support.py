@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pytest
 from PIL import Image
 
 from filesync.testing.fakes.base import free_port
@@ -71,7 +73,7 @@ def base_env(tmp: Path, database_url: str, **extra: str) -> dict[str, str]:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp / "home"),
         "LANG": "C.UTF-8",
-        "FILESYNC_ENV_FILE": str(tmp / "absent.env"),
+        "FILESYNC_ENV_FILE": f"-{tmp / 'absent.env'}",  # optional: no settings file, only these
         "FILESYNC_HOME": str(tmp / "home"),
         "DATABASE_URL": with_password(database_url),
         "FILESYNC_SOURCE": "local",
@@ -110,14 +112,30 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, poll: fl
         time.sleep(poll)
 
 
+def without_root_override() -> list[str]:
+    """A command prefix under which a folder made read-only refuses writes even when the tests run as root:
+    root keeps its uid but loses CAP_DAC_OVERRIDE (setpriv, from util-linux). Skips when that cannot be had."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: a read-only folder would not refuse writes")
+    return [setpriv, "--bounding-set=-dac_override", "--inh-caps=-dac_override"]
+
+
 @dataclass
 class Daemon:
-    """`python -m filesync daemon` in a child process, its output in files (never a full pipe)."""
+    """`python -m filesync daemon` in a child process, its output in files (never a full pipe).
+
+    Events are read from the log file, or from stdout (the same JSON lines) when the log is not a regular
+    file (`FILESYNC_LOG_FILE=/dev/full`). `wrapper` prefixes the command (`without_root_override()`).
+    """
 
     env: dict[str, str]
     cwd: Path
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    wrapper: list[str] = field(default_factory=list)
     out: Path = field(init=False)
     err: Path = field(init=False)
 
@@ -131,21 +149,25 @@ class Daemon:
         self.env.setdefault("FILESYNC_HTTP_PORT", str(self.port))
         self.env.setdefault("FILESYNC_HTTP_HOST", "127.0.0.1")
         with self.out.open("ab") as out, self.err.open("ab") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "filesync", "daemon"], env=self.env,
-                                         cwd=self.cwd, stdout=out, stderr=err)
-        wait_until(lambda: self.events("daemon_started") or self.proc.poll() is not None, 60, "daemon start")
-        assert self.proc.poll() is None, f"daemon exited early: {self.stderr()}"
+            proc = self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "filesync", "daemon"],
+                                                env=self.env, cwd=self.cwd, stdout=out, stderr=err)
+        wait_until(lambda: self.events("daemon_started") or proc.poll() is not None, 60, "daemon start")
+        assert proc.poll() is None, f"daemon exited early: {self.stderr()}"
         return self
 
     def records(self) -> list[dict[str, Any]]:
+        if self.log.exists() and not self.log.is_file():
+            return [json.loads(line) for line in self.stdout().splitlines() if line.startswith("{")]
         return read_log(self.log)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [r for r in self.records() if r.get("event") == name]
 
     def wait_events(self, name: str, count: int, timeout: float) -> list[dict[str, Any]]:
-        return wait_until(lambda: (lambda found: found if len(found) >= count else None)(self.events(name)),
-                          timeout, f"{count} x {name}")
+        found: list[dict[str, Any]] = wait_until(
+            lambda: (lambda found: found if len(found) >= count else None)(self.events(name)),
+            timeout, f"{count} x {name}")
+        return found
 
     def http(self, path: str, timeout: float = 20) -> tuple[int, bytes]:
         try:

@@ -12,7 +12,7 @@ import pytest
 
 from filesync import metrics
 from filesync.daemon import Daemon
-from filesync.errors import ConfigError, LedgerUnavailable
+from filesync.errors import ConfigError, LedgerUnavailable, SourceUnavailable
 from filesync.model import RunSummary
 from filesync.schedule import DaemonConfig, cron_expression, cron_trigger, cron_weekdays
 from filesync.settings import Environment
@@ -244,3 +244,51 @@ def test_probe_gives_up_on_a_hung_database() -> None:
         hang.set()
         daemon.shutdown()
     assert not healthy and "did not answer" in body["reason"]
+
+
+def test_probe_fails_while_runs_cannot_do_their_work_and_passes_after_one_that_does() -> None:
+    outcomes: list[BaseException | RunSummary] = [
+        ConfigError("FILESYNC_APP_TABLE='File' is invalid: no such table"),
+        LedgerUnavailable("PostgreSQL is unreachable: connection refused"),
+        SourceUnavailable("bucket media is unreachable"),
+        RunSummary(copied=3, failed=2),
+        RunSummary(interrupted=True),
+    ]
+
+    def run(app: Any, **kw: Any) -> RunSummary:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    daemon, _ = _daemon(run, schedule="0 0 1 1 *")  # one run at start; the test ticks the others
+    daemon.start()
+    try:
+        _wait_for(lambda: daemon.last_run is not None)
+        healthy, body = daemon.probe()
+        assert not healthy and body["status"] == "unavailable" and body["database"] == "ok"
+        assert body["reason"] == ("last run failed (error): ConfigError: FILESYNC_APP_TABLE='File' is invalid: "
+                                  "no such table")
+        assert body["failing_runs"] == 1 and body["failing_since"] == body["last_run"]["started"]
+        first_failure = body["failing_since"]
+
+        daemon.tick()
+        healthy, body = daemon.probe()
+        assert not healthy and body["reason"].startswith("last run failed (database_unavailable): PostgreSQL")
+        assert body["failing_runs"] == 2 and body["failing_since"] == first_failure
+
+        daemon.tick()
+        healthy, body = daemon.probe()
+        assert not healthy and body["reason"] == "last run failed (source_unavailable): bucket media is unreachable"
+        assert body["failing_runs"] == 3
+
+        daemon.tick()  # some files failed: the run got through, the daemon is healthy
+        healthy, body = daemon.probe()
+        assert healthy and body["status"] == "ok" and body["last_run"]["result"] == "failed"
+        assert "failing_runs" not in body and daemon.failing_runs == 0
+
+        daemon.tick()
+        healthy, body = daemon.probe()
+        assert healthy and body["last_run"]["result"] == "interrupted"
+    finally:
+        daemon.shutdown()
