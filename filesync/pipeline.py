@@ -367,7 +367,7 @@ class Pipeline:
 
     def _upload_once(self, sink: Sink, obj: SourceObject, session: TransferSession) -> RemoteObject:
         self.touch(obj.file_id)  # each attempt is a sign of life, even for sinks that send in one request
-        with open_seekable(self.app.source, obj.path, obj.size) as body:
+        with open_seekable(self.app.source, obj.path, obj.size, timeout=self.config.http_timeout) as body:
             return sink.upload(obj, body, session)
 
 

@@ -272,7 +272,7 @@ class CloudinarySink:
             result = self._call(cloudinary.uploader.upload, (filename, data), **options)
             session.progress(len(data))
         else:
-            existing = self.exists(obj)  # one small Admin call rather than resending every chunk
+            existing = None if session.replace else self.exists(obj)  # one Admin call, not every chunk again
             if existing is not None:
                 return existing
             result = self._upload_chunks(obj, body, session, filename, options)

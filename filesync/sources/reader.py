@@ -7,20 +7,32 @@ a ranged read costs one request per seek and never holds more than one read's wo
 from __future__ import annotations
 
 import io
+import time
 from typing import BinaryIO
 
 from filesync.errors import BodyEndedEarly, SourceError
 from filesync.sources import Source
 
+#: The slowest a source stream may deliver before it is given up (bytes per second, over the whole rest of
+#: the object): a server that trickles a byte at a time would otherwise keep one request alive for ever,
+#: since each small read arrives within the socket timeout.
+MIN_RATE = 16 * 1024
+
+
+class TooSlow(SourceError):
+    """The source delivered the object slower than MIN_RATE: worth another try, from where it stopped."""
+
 
 class SeekableReader(io.RawIOBase):
-    def __init__(self, source: Source, key: str, size: int) -> None:
+    def __init__(self, source: Source, key: str, size: int, timeout: float = 120.0) -> None:
         self._source = source
         self._key = key
         self._size = size
+        self._timeout = timeout
         self._pos = 0
         self._stream: BinaryIO | None = None
         self._stream_pos = -1
+        self._deadline = 0.0
         self.bytes_read = 0
 
     def readable(self) -> bool:
@@ -53,6 +65,11 @@ class SeekableReader(io.RawIOBase):
             self._close_stream()
             self._stream = self._source.open(self._key, self._pos)
             self._stream_pos = self._pos
+            self._deadline = time.monotonic() + self._timeout + (self._size - self._pos) / MIN_RATE
+        if time.monotonic() > self._deadline:
+            self._close_stream()
+            raise TooSlow(f"reading {self._key!r} is slower than {MIN_RATE // 1024} KiB/s (stopped at byte "
+                          f"{self._pos} of {self._size})")
         want = min(len(buffer), self._size - self._pos)
         try:
             data = self._stream.read(want)
@@ -83,6 +100,7 @@ class SeekableReader(io.RawIOBase):
         super().close()
 
 
-def open_seekable(source: Source, key: str, size: int, buffer_size: int = 1024 * 1024) -> io.BufferedReader:
+def open_seekable(source: Source, key: str, size: int, buffer_size: int = 1024 * 1024,
+                  timeout: float = 120.0) -> io.BufferedReader:
     """Full-length reads (`read(n)` returns n bytes until the end) over a SeekableReader."""
-    return io.BufferedReader(SeekableReader(source, key, size), buffer_size=buffer_size)
+    return io.BufferedReader(SeekableReader(source, key, size, timeout), buffer_size=buffer_size)

@@ -215,3 +215,46 @@ def test_a_destination_echoing_its_key_leaks_it_nowhere(tmp_path: Path, database
                   "SELECT coalesce(error, '') FROM filesync.runs")
     for text in (ran.stdout, ran.stderr, status.stdout, status.stderr, log.read_text(), *(r[0] for r in stored)):
         assert bunny.access_key not in text
+
+
+# --- no hang ---------------------------------------------------------------------------------------------
+
+
+def test_a_bucket_endpoint_that_never_answers_ends_the_run_in_bounded_time(database_url: str) -> None:
+    """It accepts connections and never says a word: the run ends at FILESYNC_HTTP_TIMEOUT, exit 4."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    env = {"DATABASE_URL": database_url, "FILESYNC_SOURCE": "s3",
+           "SPACES_ENDPOINT": f"http://127.0.0.1:{listener.getsockname()[1]}", "SPACES_KEY": "k" * 20,
+           "SPACES_SECRET": "s" * 40, "SPACES_BUCKET": "media", "FILESYNC_ROUTES": "image/*=local",
+           "FILESYNC_LOCAL_DIR": "/tmp/filesync-never", "FILESYNC_HTTP_TIMEOUT": "2", "FILESYNC_LOG_FILE": os.devnull}
+    try:
+        started = time.monotonic()
+        ran = cli(env, "run")
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+    assert ran.returncode == 4, ran.stdout + ran.stderr
+    assert "did not answer in time" in ran.stderr
+    assert elapsed < 60, f"the run took {elapsed:.0f} s against a 2 s timeout"

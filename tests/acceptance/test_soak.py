@@ -2,12 +2,17 @@
 faults at random, and one worker is killed with SIGKILL midway and restarted. At the end every file is
 copied exactly once, skipped with a reason or failed with a reason: duplicates 0, lost 0.
 
+Issue 9 adds to the mix: GIFs routed to a local folder by a `{name}` template, in pairs that map to one
+name (one of each pair lands, the other fails naming both, nothing is overwritten), and images whose flag
+the app resets midway with new bytes under the same key (each ends at Cloudflare once, with the new bytes).
+
 The app's table here has no primary key (so one id can appear twice, as a bad row); it lives in its own
 database. Workers loop (`filesync run` again) until no file is pending. Counts print with `pytest -s`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -37,6 +42,8 @@ N_FILES = 2000
 N_VIDEOS = 60
 N_PDFS = 30
 N_MISSING = 10
+N_CLASHES = 3  # pairs of GIFs whose names collide in the local destination
+N_RESETS = 20  # copied images whose flag the app resets midway, with new bytes
 WORKERS = 4
 #: Two workers share a name (told apart by pid in their leases), two have their own.
 WORKER_IDS = ("soak", "soak", "soak-2", "soak-3")
@@ -81,6 +88,8 @@ class Plan:
     videos: set[str] = field(default_factory=set)
     skipped: set[str] = field(default_factory=set)  # PDFs: no route
     failed: dict[str, str] = field(default_factory=dict)  # id -> words the recorded reason must contain
+    clashes: list[tuple[str, str, str]] = field(default_factory=list)  # (id, id, the name both map to)
+    gif_bytes: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def copied(self) -> set[str]:
@@ -88,7 +97,7 @@ class Plan:
 
     @property
     def all_ids(self) -> set[str]:
-        return self.copied | self.skipped | set(self.failed)
+        return self.copied | self.skipped | set(self.failed) | {i for a, b, _ in self.clashes for i in (a, b)}
 
 
 def small_jpegs(n: int, seed: int) -> list[bytes]:
@@ -102,6 +111,14 @@ def small_jpegs(n: int, seed: int) -> list[bytes]:
         Image.frombytes("RGB", (40, 40), rng.randbytes(40 * 40 * 3)).save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
     return out
+
+
+def tiny_gif(n: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("P", (8, 8), n % 256).save(buf, "GIF")
+    return buf.getvalue() + b"\x00" * n  # distinct bytes per file
 
 
 def seed(url: str, s3: S3Server) -> Plan:
@@ -128,6 +145,15 @@ def seed(url: str, s3: S3Server) -> Plan:
         file_id = f"missing-{n:02d}"
         rows.append((file_id, f"gone/{file_id}.jpg"))
         plan.failed[file_id] = "not found in bucket"
+    for n in range(N_CLASHES):
+        name = f"clash-{n}.gif"
+        pair = (f"gif-{n}-a", f"gif-{n}-b")
+        for side, file_id in zip("ab", pair, strict=True):
+            data = tiny_gif(n * 2 + (side == "b"))
+            rows.append((file_id, f"gifs/{side}/{name}"))
+            objects.append((f"gifs/{side}/{name}", data, "image/gif"))
+            plan.gif_bytes[file_id] = data
+        plan.clashes.append((*pair, name))
     for n in range(N_PDFS):
         file_id = f"doc-{n:03d}"
         rows.append((file_id, f"docs/{file_id}.pdf"))
@@ -172,9 +198,12 @@ def cf() -> Iterator[RecordingCloudflare]:
         yield fake  # type: ignore[misc]
 
 
-def worker_env(url: str, s3: S3Server, cf: FakeCloudflare, worker_id: str) -> dict[str, str]:
+def worker_env(url: str, s3: S3Server, cf: FakeCloudflare, worker_id: str, local: Path) -> dict[str, str]:
     return cloudflare_env(
         url, s3, cf, TOKEN,
+        FILESYNC_ROUTES="image/gif=local;image/*=cloudflare-images;video/*=cloudflare-stream",
+        FILESYNC_LOCAL_DIR=str(local),
+        FILESYNC_LOCAL_TEMPLATE="{name}",
         FILESYNC_CLOUDFLARE_RPS="1000",
         FILESYNC_CONCURRENCY="4",
         FILESYNC_LEASE_SECONDS="5",
@@ -264,6 +293,20 @@ class Workers:
         return proc if rows[0][0] > 0 else None
 
 
+def reset_with_new_bytes(url: str, s3: S3Server, fresh: list[bytes]) -> dict[str, bytes]:
+    """As an app does when a user replaces a photo: new bytes under the same key, the flag set to false."""
+    rows = query(url, 'SELECT id, path FROM "File" WHERE "copiedToCloudflare" AND id LIKE %s ORDER BY id LIMIT %s',
+                 ("img-%", len(fresh)))
+    client = s3.client()  # type: ignore[no-untyped-call]
+    renewed = {}
+    for (file_id, path), data in zip(rows, fresh, strict=False):
+        client.put_object(Bucket=s3.bucket, Key=path, Body=data, ContentType="image/jpeg")
+        renewed[file_id] = data
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute('UPDATE "File" SET "copiedToCloudflare" = false WHERE id = ANY(%s)', (list(renewed),))
+    return renewed
+
+
 def copied_count(url: str) -> int:
     return int(query(url, 'SELECT count(DISTINCT id) FROM "File" WHERE "copiedToCloudflare"')[0][0])
 
@@ -316,7 +359,8 @@ def test_four_workers_with_faults_and_a_kill_copy_everything_once(
     cf.chaos(seed=11, p_5xx=0.10, p_429=0.02, p_reset=0.01, p_slow=0.01, slow_seconds=1)
     logs = tmp_path / "runs"
     logs.mkdir()
-    workers = Workers(url, [worker_env(url, s3, cf, wid) for wid in WORKER_IDS], logs)
+    local = tmp_path / "gifs"
+    workers = Workers(url, [worker_env(url, s3, cf, wid, local) for wid in WORKER_IDS], logs)
     started = time.monotonic()
     threads = [threading.Thread(target=workers.slot, args=(n,), daemon=True) for n in range(WORKERS)]
     for t in threads:
@@ -324,11 +368,17 @@ def test_four_workers_with_faults_and_a_kill_copy_everything_once(
     sprinkler = threading.Thread(target=sprinkle_lost_answers, args=(cf, workers), daemon=True)
     sprinkler.start()
 
-    # Midway, kill one worker while it holds claims (mid-transfer); its slot starts it again.
+    # Midway, kill one worker while it holds claims (mid-transfer); its slot starts it again. Around the
+    # same time the app stores new bytes for some copied images and resets their flags.
     killed_pid = None
+    renewed: dict[str, bytes] = {}
+    fresh = small_jpegs(N_RESETS, seed=99)
     deadline = started + DEADLINE_SECONDS
-    while killed_pid is None and time.monotonic() < deadline and not workers.finished():
-        proc = workers.holding_claims(KILLED_SLOT) if copied_count(url) >= N_FILES // 4 else None
+    while (killed_pid is None or not renewed) and time.monotonic() < deadline and not workers.finished():
+        done = copied_count(url)
+        if not renewed and done >= N_FILES // 3:
+            renewed = reset_with_new_bytes(url, s3, fresh)
+        proc = workers.holding_claims(KILLED_SLOT) if killed_pid is None and done >= N_FILES // 4 else None
         if proc is not None:
             proc.send_signal(signal.SIGKILL)
             killed_pid = proc.pid
@@ -369,10 +419,25 @@ def test_four_workers_with_faults_and_a_kill_copy_everything_once(
 
     copied, skipped, failed, lost, duplicates = set(), set(), set(), set(), set()
     problems: list[str] = []
-    for file_id in sorted(plan.all_ids):
+    for a, b, name in plan.clashes:  # one of each pair holds the name, with its own bytes; the other failed
+        states = {a: ledger[a][0], b: ledger[b][0]}
+        winner = a if states[a] == "done" else b
+        loser = b if winner == a else a
+        held = (local / name).read_bytes() if (local / name).exists() else b""
+        if sorted(states.values()) != ["done", "failed"] or held != plan.gif_bytes[winner]:
+            problems.append(f"name clash {name}: states {states}, holds {len(held)} bytes")
+        elif f"file {winner}" not in (ledger[loser][1] or "") or not all(flags[winner]) or any(flags[loser]):
+            problems.append(f"name clash {name}: {loser} failed with {ledger[loser][1]!r}")
+    image_bytes_at = {i.key: i.sha256 for i in cf.stored_images()}
+    for file_id, data in renewed.items():  # the new bytes, once, flagged
+        if image_bytes_at.get(file_id) != hashlib.sha256(data).hexdigest() or not all(flags[file_id]):
+            problems.append(f"{file_id}: reset with new bytes, holds {image_bytes_at.get(file_id)}")
+    clashing = {i for a, b, _ in plan.clashes for i in (a, b)}
+    for file_id in sorted(plan.all_ids - clashing):
         state, error, claimed_by = ledger.get(file_id, (None, None, None))
         at_dest = images[file_id] + len(ready_videos.get(file_id, []))
-        if ok_image_posts[file_id] > 1 or images[file_id] > 1 or len(ready_videos.get(file_id, [])) > 1:
+        posts_allowed = 2 if file_id in renewed else 1  # a renewed image is sent once per version
+        if ok_image_posts[file_id] > posts_allowed or images[file_id] > 1 or len(ready_videos.get(file_id, [])) > 1:
             duplicates.add(file_id)
         if all(flags[file_id]) and state == "done":
             if at_dest == 1:
@@ -412,6 +477,7 @@ def test_four_workers_with_faults_and_a_kill_copy_everything_once(
         if record.pid in hung:
             print(f"  stacks of hung worker {record.pid}:\n{record.stderr.read_text(errors='replace')[-6000:]}")
 
+    assert len(renewed) == N_RESETS, "the flags were never reset midway"
     assert not workers.errors, workers.errors
     assert not timed_out, f"backlog not empty after {DEADLINE_SECONDS} s: {pending(url)}"
     assert killed_pid is not None, "no worker was killed midway"
