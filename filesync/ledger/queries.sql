@@ -77,6 +77,7 @@ FROM (SELECT a.{app_id}::text AS id FROM {app} AS a
 WHERE f.file_id = d.id AND f.state = 'pending'
 
 -- name: claim
+-- Lease up to `limit` due pending files to a worker, oldest due first; rows another worker is claiming are skipped.
 WITH due AS (
     SELECT file_id FROM {schema}.files
     WHERE state = 'pending' AND next_attempt_at <= now()
@@ -99,6 +100,7 @@ SELECT file_id, sink, state, resume_token, coalesce(error_class, 'client'), coal
 FROM {schema}.transfers WHERE file_id = ANY(%(ids)s)
 
 -- name: heartbeat
+-- Extend a worker's leases on the files it is still working on.
 UPDATE {schema}.files SET claimed_until = now() + make_interval(secs => %(lease)s)
 WHERE claimed_by = %(worker)s AND file_id = ANY(%(ids)s)
 
@@ -108,6 +110,7 @@ UPDATE {schema}.files SET claimed_by = NULL, claimed_until = NULL, deferred_run 
 WHERE claimed_by = %(worker)s AND file_id = %(file_id)s
 
 -- name: release
+-- Drop a worker's leases (all, or these files) without counting an attempt: due again at once.
 UPDATE {schema}.files SET claimed_by = NULL, claimed_until = NULL
 WHERE claimed_by = %(worker)s AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s))
 
@@ -141,15 +144,18 @@ INSERT INTO {schema}.transfers AS t (file_id, sink, state, replace) VALUES (%(fi
 ON CONFLICT (file_id, sink) DO UPDATE SET state = 'pending', replace = true, resume_token = NULL, updated_at = now()
 
 -- name: file_info
+-- What inspection found: kind, MIME type and size (status, the backfill and verify use them).
 UPDATE {schema}.files SET kind = %(kind)s, mime = %(mime)s, size = %(size)s, updated_at = now()
 WHERE file_id = %(file_id)s
 
 -- name: save_token
+-- Store (or clear) a transfer's resume token, e.g. a tus upload URL, before its bytes move.
 INSERT INTO {schema}.transfers (file_id, sink, resume_token)
 VALUES (%(file_id)s, %(sink)s, %(token)s)
 ON CONFLICT (file_id, sink) DO UPDATE SET resume_token = EXCLUDED.resume_token, updated_at = now()
 
 -- name: transfer_done
+-- One destination holds the file: its remote id, URL, bytes and checksum; the replace mark is cleared.
 INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, remote_id, remote_url, bytes, checksum,
                                      done_at, resume_token)
 VALUES (%(file_id)s, %(sink)s, 'done', 1, %(remote_id)s, %(url)s, %(bytes)s, %(checksum)s, now(), NULL)
@@ -159,6 +165,7 @@ SET state = 'done', attempts = t.attempts + 1, remote_id = EXCLUDED.remote_id, r
     error_class = NULL, error_status = NULL, error = NULL, updated_at = now()
 
 -- name: transfer_failed
+-- One destination failed the file: parked ('failed') when permanent, else pending, with the reason.
 INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, error_class, error_status, error)
 VALUES (%(file_id)s, %(sink)s, %(state)s, 1, %(error_class)s, %(status)s, %(error)s)
 ON CONFLICT (file_id, sink) DO UPDATE
@@ -166,15 +173,18 @@ SET state = EXCLUDED.state, attempts = t.attempts + 1, error_class = EXCLUDED.er
     error_status = EXCLUDED.error_status, error = EXCLUDED.error, updated_at = now()
 
 -- name: done_sinks
+-- The destinations that hold the file.
 SELECT sink FROM {schema}.transfers WHERE file_id = %(file_id)s AND state = 'done'
 
 -- name: file_done
+-- Every routed destination holds the file: done, lease and error cleared.
 UPDATE {schema}.files
 SET state = 'done', claimed_by = NULL, claimed_until = NULL, error_class = NULL, error_status = NULL,
     error = NULL, done_at = now(), updated_at = now()
 WHERE file_id = %(file_id)s
 
 -- name: mark_app_copied
+-- Set the app's copied flag: filesync's only write to the app's table.
 UPDATE {app} SET {app_copied} = true WHERE {app_id} = %(file_id)s AND {app_copied} IS NOT TRUE
 
 -- name: file_failed
@@ -189,12 +199,14 @@ WHERE file_id = %(file_id)s
 RETURNING state, attempts
 
 -- name: file_skipped
+-- No route for the file's type: skipped with the reason until the routes change.
 UPDATE {schema}.files
 SET state = 'skipped', error_class = 'unsupported', error_status = NULL, error = %(reason)s,
     claimed_by = NULL, claimed_until = NULL, updated_at = now()
 WHERE file_id = %(file_id)s
 
 -- name: done_mimes
+-- MIME types of done or skipped files and the destinations holding them: input of the backfill.
 SELECT mime, array_agg(DISTINCT t.sink) FILTER (WHERE t.state = 'done') AS sinks
 FROM {schema}.files f LEFT JOIN {schema}.transfers t USING (file_id)
 WHERE f.state IN ('done', 'skipped') AND f.mime IS NOT NULL
@@ -212,36 +224,44 @@ WHERE f.state IN ('done', 'skipped') AND f.mime = %(mime)s
                                 WHERE t.file_id = f.file_id AND t.sink = s.name AND t.state = 'done'))
 
 -- name: run_start
+-- A new run record, status running.
 INSERT INTO {schema}.runs (worker, host, pid) VALUES (%(worker)s, %(host)s, %(pid)s) RETURNING id
 
 -- name: run_finish
+-- Close a run record with its status and counts.
 UPDATE {schema}.runs
 SET finished_at = now(), status = %(status)s, copied = %(copied)s, skipped = %(skipped)s, failed = %(failed)s,
     retry_later = %(retry_later)s, bytes = %(bytes)s, error = %(error)s
 WHERE id = %(run_id)s
 
 -- name: backlog
+-- Pending files due now.
 SELECT count(*) FROM {schema}.files WHERE state = 'pending' AND next_attempt_at <= now()
 
 -- name: retry_failed
+-- Operator's retry: parked files (all, or these) are due now with a fresh attempt count.
 UPDATE {schema}.files
 SET state = 'pending', attempts = 0, next_attempt_at = now(), error = NULL, error_class = NULL,
     error_status = NULL, updated_at = now()
 WHERE state = 'failed' AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s))
 
 -- name: retry_transfers
+-- Operator's retry: parked transfers of those files are pending again.
 UPDATE {schema}.transfers SET state = 'pending', attempts = 0
 WHERE state = 'failed' AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s))
 
 -- name: state_counts
+-- Files per state, for `filesync status`.
 SELECT state, count(*) FROM {schema}.files GROUP BY state
 
 -- name: problems
+-- The latest parked, skipped or retried files, newest first, for `filesync status`.
 SELECT file_id, state, coalesce(error_class, ''), error_status, coalesce(error, ''), attempts, updated_at
 FROM {schema}.files WHERE state IN ('failed', 'skipped') OR (state = 'pending' AND attempts > 0)
 ORDER BY updated_at DESC LIMIT %(limit)s
 
 -- name: destinations
+-- Where each file went (one row per done transfer, or one row for a file with none).
 SELECT f.file_id, f.path, f.state, t.sink, t.remote_id, t.remote_url
 FROM {schema}.files f LEFT JOIN {schema}.transfers t ON t.file_id = f.file_id AND t.state = 'done'
 ORDER BY f.file_id, t.sink
