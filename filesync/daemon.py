@@ -138,7 +138,8 @@ class Daemon:
         try:
             app = self._ensure_app()
             summary = self._run(app, stop=self.stop, abort=self.abort, tick_started=fired)
-            self._record(started, _result(summary), summary=summary)
+            stopped = "; ".join(f"{name}: {why}" for name, why in sorted(summary.stopped.items()))
+            self._record(started, _result(summary), summary=summary, error=stopped or None)
             metrics.ticks_total.labels("ran").inc()
         except LedgerUnavailable as exc:
             metrics.ticks_total.labels("database_unavailable").inc()
@@ -305,7 +306,9 @@ def _result(summary: RunSummary) -> str:
     """How a run that returned ended, in the runs table's terms: some files failed is still a run."""
     if summary.interrupted:
         return "interrupted"
-    return "failed" if summary.failed or summary.retry_later or summary.stopped else "ok"
+    if summary.stopped:  # a destination refused the setup (credentials, quota): the daemon cannot do its job
+        return "stopped"
+    return "failed" if summary.failed or summary.retry_later else "ok"
 
 
 def serve(env: Environment, build: BuildFn, run: RunFn) -> int:

@@ -7,7 +7,8 @@ The rule `/healthz` follows (the daemon's `probe`): 503 with a `reason` when the
 down, its scheduler thread is not running, the database does not answer a ping within 5 s, or the
 last run could not do its work at all: it crashed (`error`: a bug, a missing table, a setting refused
 at run time) or could not reach its database or source (`database_unavailable`,
-`source_unavailable`). The next run that gets through makes it 200 again. A daemon whose every run
+`source_unavailable`), or had a destination stopped for refusing the setup (`stopped`: credentials,
+quota). The next run that gets through makes it 200 again. A daemon whose every run
 fails must not look healthy; the last run rather than the last few decides, so a broken deployment
 shows at its first run, not after several schedule intervals. A run that finished with some files
 failed or retried (`failed`), or was stopped by a signal (`interrupted`), is healthy: those files
@@ -30,7 +31,7 @@ from filesync.errors import ConfigError
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 
 #: How a run ended (`last_run["result"]`) when it could not do its work at all: /healthz answers 503.
-BROKEN_RESULTS = frozenset({"error", "database_unavailable", "source_unavailable"})
+BROKEN_RESULTS = frozenset({"error", "database_unavailable", "source_unavailable", "stopped"})
 
 
 def run_problem(last_run: Mapping[str, Any] | None) -> str | None:

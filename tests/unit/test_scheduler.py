@@ -292,3 +292,15 @@ def test_probe_fails_while_runs_cannot_do_their_work_and_passes_after_one_that_d
         assert healthy and body["last_run"]["result"] == "interrupted"
     finally:
         daemon.shutdown()
+
+
+def test_a_run_that_stopped_a_destination_makes_the_daemon_unhealthy() -> None:
+    from filesync.daemon import _result
+    from filesync.health import run_problem
+
+    refused = RunSummary(stopped={"cloudflare-images": "credentials refused; check CLOUDFLARE_API_TOKEN"})
+    assert _result(refused) == "stopped"
+    assert _result(RunSummary(failed=1)) == "failed"
+    problem = run_problem({"result": "stopped", "error": "cloudflare-images: check CLOUDFLARE_API_TOKEN"})
+    assert problem is not None and "CLOUDFLARE_API_TOKEN" in problem
+    assert run_problem({"result": "failed"}) is None  # some files failing is still a working daemon
