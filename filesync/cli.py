@@ -23,6 +23,7 @@ from filesync.errors import (
     SinkError,
     SourceUnavailable,
 )
+from filesync.ledger import PostgresLedger, app_table
 from filesync.progress import ProgressDisplay
 from filesync.settings import Environment
 from filesync.verify import verify
@@ -163,11 +164,14 @@ def cmd_check(args: argparse.Namespace, env: Environment) -> int:
     rows: list[tuple[str, bool, str]] = []
     with App.build(env) as app:
         rows.append(_probe("database", app.ledger.ping))
+        table_rows = _app_table_rows(app.ledger) if rows[-1][1] and isinstance(app.ledger, PostgresLedger) else []
+        rows.extend(table_rows)
         rows.append(_probe(f"source ({app.config.source})", app.source.check))
         for name, sink in app.sinks.items():
             rows.append(_probe(f"sink {name}", sink.check))
         try:
-            hint = app.ledger.not_copied_index_hint()
+            # An index hint for a table that is missing or wrong would mislead.
+            hint = app.ledger.not_copied_index_hint() if all(ok for _, ok, _ in table_rows) else None
         except FilesyncError:
             hint = None  # the database row above already says why
     redaction.install(env.secret_values(all_settings()))
@@ -177,6 +181,16 @@ def cmd_check(args: argparse.Namespace, env: Environment) -> int:
     if hint:
         print(f"hint: the app's table has no partial index for 'not yet copied'; on a large table run:\n  {hint};")
     return ExitCode.OK if all(ok for _, ok, _ in rows) else ExitCode.CHECK_FAILED
+
+
+def _app_table_rows(ledger: PostgresLedger) -> list[tuple[str, bool, str]]:
+    """A row per problem with the app's table or its columns (each names its setting), or one ok row."""
+    name = f"app table {'.'.join(ledger.app.table)}"
+    try:
+        found = app_table.problems(ledger.db, ledger.app, ledger.schema)
+    except FilesyncError as exc:
+        return [(name, False, str(exc))]
+    return [(name, False, problem) for problem in found] or [(name, True, "")]
 
 
 def _probe(name: str, fn: Callable[[], Any]) -> tuple[str, bool, str]:

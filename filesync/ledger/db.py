@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,24 @@ from filesync.errors import LedgerError, LedgerUnavailable
 from filesync.ledger.embedded import start_embedded
 
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+CONNECT_TIMEOUT = 10  # seconds one connection attempt may take (libpq's connect_timeout)
+
+#: What to check for the usual reasons a connection is refused, keyed by a phrase of libpq's message.
+_HINTS = (
+    ("password authentication failed", "check the user and password in DATABASE_URL"),
+    ("no password supplied", "DATABASE_URL needs the user's password"),
+    ("role \"", "check the user in DATABASE_URL"),
+    ("does not exist", "check the database name in DATABASE_URL"),
+    ("server does not support SSL", "the server has no TLS: remove sslmode=require from DATABASE_URL, "
+                                    "or enable ssl on the server"),
+    ("Connection refused", "is PostgreSQL running and listening at that host and port?"),
+    ("No such file or directory", "is PostgreSQL running, with its socket in that folder?"),
+    ("resolve host", "check the host name in DATABASE_URL"),
+    ("translate host name", "check the host name in DATABASE_URL"),
+    ("timeout expired", f"no answer within {CONNECT_TIMEOUT} s: check the host, port and firewall"),
+    ("no pg_hba.conf entry", "the server's pg_hba.conf does not admit this user, database or address"),
+)
 
 
 def redact_url(url: str) -> str:
@@ -48,11 +68,38 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def connect_failure(exc: BaseException) -> str:
+    """libpq's reason a connection failed, on one line, with what to check for the usual causes."""
+    reason = re.sub(r"\s+", " ", _first_line(exc)).removeprefix("connection failed: ")
+    hint = next((h for phrase, h in _HINTS if phrase in reason), None)
+    return f"{reason} ({hint})" if hint else reason
+
+
+def probe(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+    """Why one direct connection to `url` fails, or None when it works.
+
+    The pool retries a failing connection quietly until its timeout and then only says it timed out;
+    one attempt of our own gets libpq's reason (wrong password, no such database, refused, no TLS).
+    """
+    try:
+        with psycopg.connect(url, connect_timeout=max(1, round(timeout)), application_name="filesync"):
+            return None
+    except psycopg.Error as exc:
+        return connect_failure(exc)
+
+
 class Database:
-    """A small pool; connections are checked before use so a restarted server is reconnected."""
+    """A small pool; connections are checked before use so a restarted server is reconnected.
+
+    The first use makes one direct connection first, so a database that cannot be reached at all
+    fails at once with libpq's reason instead of after the pool's wait; once it has been reached, an
+    outage is the pool's to ride out.
+    """
 
     def __init__(self, url: str, *, max_size: int = 8, timeout: float = 15.0) -> None:
         self.url = url
+        self._reached = False
+        self._first_contact = threading.Lock()
         self._pool = ConnectionPool(
             url,
             min_size=0,
@@ -60,17 +107,37 @@ class Database:
             timeout=timeout,
             open=False,
             check=ConnectionPool.check_connection,
-            kwargs={"autocommit": False, "connect_timeout": 10, "application_name": "filesync"},
+            kwargs={"autocommit": False, "connect_timeout": CONNECT_TIMEOUT, "application_name": "filesync"},
             reconnect_timeout=timeout,
         )
         with translated():
             self._pool.open(wait=False)
 
+    def _reach(self) -> None:
+        with self._first_contact:
+            if self._reached:
+                return
+            reason = probe(self.url)
+            if reason is not None:
+                raise LedgerUnavailable(f"cannot connect to PostgreSQL: {reason}")
+            self._reached = True
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection inside one transaction: committed on success, rolled back on error."""
-        with translated(), self._pool.connection() as conn, conn.transaction():
-            yield conn
+        if not self._reached:
+            self._reach()
+        try:
+            with translated(), self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except LedgerUnavailable as exc:
+            if not isinstance(exc.__cause__, PoolTimeout):
+                raise
+            # The pool only says it waited; say why its connections fail, when they do.
+            reason = probe(self.url)
+            if reason is None:
+                raise
+            raise LedgerUnavailable(f"{exc}; connecting now: {reason}") from exc.__cause__
 
     def close(self) -> None:
         self._pool.close()
