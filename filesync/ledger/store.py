@@ -12,9 +12,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import structlog
 from psycopg import sql
 
-from filesync.errors import ErrorClass, LeaseLost
+from filesync.errors import ErrorClass, LeaseLost, RowChanged
 from filesync.ledger import app_table, migrations
 from filesync.ledger.base import (
     CopiedTransfer,
@@ -30,6 +31,8 @@ from filesync.ledger.db import Database
 from filesync.ledger.sql import Queries
 from filesync.model import FileTask, RemoteObject, RunSummary
 from filesync.settings import AppTable
+
+log = structlog.get_logger("filesync")
 
 
 class PostgresLedger:
@@ -60,9 +63,13 @@ class PostgresLedger:
                 return None
             if conn.execute(self.q["enqueue_mark"], {"window": window}).fetchone() is None and window is not None:
                 return None
+            moved = conn.execute(self.q["requeue_moved"]).rowcount
             added = conn.execute(self.q["enqueue"]).rowcount
+            reset = conn.execute(self.q["requeue_reset"]).rowcount
             conn.execute(self.q["duplicate_ids"])
-        return max(added, 0)
+        if moved or reset:
+            log.info("enqueue_changed", transfers_to_replace=moved, flags_reset=reset)
+        return max(added, 0) + max(reset, 0)
 
     def requeue_for_routes(self, routes: str, sinks_for: SinksFor) -> int:
         """When the routes changed since the last run: done or skipped files whose type's route now
@@ -95,7 +102,10 @@ class PostgresLedger:
         done: dict[str, set[str]] = {}
         parked: dict[str, dict[str, tuple[str, str]]] = {}
         tokens: dict[str, dict[str, str]] = {}
-        for file_id, sink, state, token, error_class, error in transfers:
+        replace: dict[str, set[str]] = {}
+        for file_id, sink, state, token, error_class, error, stale in transfers:
+            if stale and state == "pending":
+                replace.setdefault(file_id, set()).add(sink)
             if state == "done":
                 done.setdefault(file_id, set()).add(sink)
             elif state == "failed":
@@ -111,6 +121,7 @@ class PostgresLedger:
                 attempts=attempts,
                 done_sinks=frozenset(done.get(file_id, ())),
                 parked_sinks=parked.get(file_id, {}),
+                replace_sinks=frozenset(replace.get(file_id, ())),
                 resume_tokens=tokens.get(file_id, {}),
             )
             for file_id, path, date_taken, gps, attempts in rows
@@ -145,9 +156,20 @@ class PostgresLedger:
         return sum(self.release(owner) for owner in dead_owners(owners, live_token))
 
     # --- outcomes (lease-checked) -----------------------------------------------------------------
-    def _lock(self, conn: Any, worker: str, file_id: str) -> None:
-        if conn.execute(self.q["lock_leased"], {"file_id": file_id, "worker": worker}).fetchone() is None:
+    def _lock(self, conn: Any, worker: str, file_id: str) -> str | None:
+        """Lock the file if `worker` holds its lease (else LeaseLost); its path now."""
+        row = conn.execute(self.q["lock_leased"], {"file_id": file_id, "worker": worker}).fetchone()
+        if row is None:
             raise LeaseLost(f"lease on file {file_id} is no longer held by this worker")
+        return row[2]  # type: ignore[no-any-return]
+
+    def claim_name(self, worker: str, file_id: str, sink: str, name: str) -> str:
+        """Take destination `name` at `sink` for this file unless another file holds it; the owner's id."""
+        with self.db.transaction() as conn:
+            self._lock(conn, worker, file_id)
+            row = conn.execute(self.q["claim_name"], {"sink": sink, "name": name, "file_id": file_id}).fetchone()
+        assert row is not None
+        return str(row[0])
 
     def record_info(self, file_id: str, kind: str, mime: str, size: int) -> None:
         with self.db.transaction() as conn:
@@ -159,18 +181,23 @@ class PostgresLedger:
             conn.execute(self.q["save_token"], {"file_id": file_id, "sink": sink, "token": token})
 
     def record_done(
-        self, worker: str, file_id: str, sink: str, remote: RemoteObject, routed: Sequence[str]
+        self, worker: str, file_id: str, sink: str, remote: RemoteObject, routed: Sequence[str],
+        path: str | None = None,
     ) -> bool:
         """Record one confirmed transfer; when every routed sink is done, mark the file and the app's flag
-        in the same transaction. Returns True when the file is now complete."""
+        in the same transaction. Returns True when the file is now complete. With `path` (the path the bytes
+        came from), a row that moved meanwhile is not recorded: RowChanged, the transfer marked for replace."""
         with self.db.transaction() as conn:
-            self._lock(conn, worker, file_id)
-            conn.execute(
-                self.q["transfer_done"],
-                {"file_id": file_id, "sink": sink, "remote_id": remote.remote_id, "url": remote.url,
-                 "bytes": remote.size, "checksum": remote.checksum},
-            )
-            return self._complete_if_done(conn, file_id, routed)
+            now_path = self._lock(conn, worker, file_id)
+            if path is None or now_path == path:
+                conn.execute(
+                    self.q["transfer_done"],
+                    {"file_id": file_id, "sink": sink, "remote_id": remote.remote_id, "url": remote.url,
+                     "bytes": remote.size, "checksum": remote.checksum},
+                )
+                return self._complete_if_done(conn, file_id, routed)
+            conn.execute(self.q["transfer_stale"], {"file_id": file_id, "sink": sink})
+        raise RowChanged(f"file {file_id} moved from {path!r} to {now_path!r} while it was copied")
 
     def mark_complete(self, worker: str, file_id: str, routed: Sequence[str]) -> bool:
         """For a file whose routed transfers were all done earlier (its flag was reset, or a crash came
@@ -237,6 +264,11 @@ class PostgresLedger:
                  "failed": summary.failed, "retry_later": summary.retry_later, "bytes": summary.bytes,
                  "error": error},
             )
+
+    def rows_without_id(self) -> int:
+        with self.db.transaction() as conn:
+            row = conn.execute(self.q["rows_without_id"]).fetchone()
+        return int(row[0]) if row else 0
 
     def backlog(self) -> int:
         with self.db.transaction() as conn:
