@@ -43,6 +43,7 @@ class ExitCode(IntEnum):
     DATABASE = 3  # PostgreSQL could not be reached
     SOURCE = 4  # the bucket (source) could not be reached
     CHECK_FAILED = 5  # `filesync check`: a destination or the source failed its check
+    CUT_OFF = 7  # --max-duration / --max-transfer reached: in-flight transfers finished, the rest is left due
     STOPPED = 6  # a destination or the source refused the setup (credentials, quota) or kept failing: stopped
     # for this run, no attempt counted against the files; the summary names it and the setting to check
     INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the backlog was done

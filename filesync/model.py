@@ -75,6 +75,55 @@ class FileTask:
     resume_tokens: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which due files a run takes (`filesync run` options). The defaults select every due file."""
+
+    file_ids: frozenset[str] | None = None  # --file / --files-from
+    path_globs: tuple[str, ...] = ()  # --path, rclone-style: `*` within a folder, `**` across folders
+    since: datetime | None = None  # --since, on dateTaken
+    until: datetime | None = None  # --until, on dateTaken (exclusive)
+    sink: str | None = None  # --sink: only transfers to this destination
+    limit: int | None = None  # --limit: files claimed at most
+
+    def path_regex(self) -> str | None:
+        """The globs as one anchored regular expression, understood alike by Python and PostgreSQL."""
+        if not self.path_globs:
+            return None
+        return "^(" + "|".join(_glob_regex(g) for g in self.path_globs) + ")$"
+
+    @property
+    def narrows(self) -> bool:
+        """True when some due files may be left out (the claim then filters)."""
+        return bool(self.file_ids is not None or self.path_globs or self.since or self.until)
+
+
+def _glob_regex(glob: str) -> str:
+    out, i = [], 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(glob[i] if glob[i].isalnum() or glob[i] in "/_ " else "\\" + glob[i])
+            i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """rclone's cut-offs: stop claiming past these, finish what is in flight, exit with CUT_OFF."""
+
+    max_duration: float | None = None  # seconds
+    max_bytes: int | None = None
+
+
 @dataclass
 class RunSummary:
     """Counts for one run; stored in the runs table and printed at the end."""
@@ -90,6 +139,15 @@ class RunSummary:
     skips: list[tuple[str, str]] = field(default_factory=list)  # (file_id, reason)
     deferred: int = 0  # handed back uncounted: a destination was stopped for the run
     rows_without_id: int = 0  # app rows not copied whose id is NULL: reported, never copied
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    paths: dict[str, str] = field(default_factory=dict)  # file id -> path, for files the summary names
+    waiting: dict[str, datetime] = field(default_factory=dict)  # file id -> when it is due again
+    retries: int = 0  # requests sent again within the run
+    retry_passes: int = 0  # end-of-run passes over the files that failed transiently
+    cut_off: str | None = None  # why --max-duration / --max-transfer stopped the run
+    total_files: int = 0  # due when the run started
+    dry_run: bool = False
     stopped: dict[str, str] = field(default_factory=dict)  # destination -> why it was stopped
     interrupted: bool = False
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -29,6 +30,8 @@ class Outcomes:
     worker: str
     summary: RunSummary = field(default_factory=RunSummary)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: files that failed transiently in this run (their attempt is counted): the end-of-run pass retries them
+    later: set[str] = field(default_factory=set)
 
     # --- transfers (one file, one destination) -----------------------------------------------------
     def transfer_done(self, task: FileTask, obj: SourceObject, sink: str, remote: RemoteObject,
@@ -60,31 +63,51 @@ class Outcomes:
                     error=reason, attempt=task.attempts + 1, decision=str(decision.action))
 
     # --- files -------------------------------------------------------------------------------------
-    def file_complete(self) -> None:
+    def file_complete(self, task: FileTask) -> None:
         with self._lock:
             self.summary.copied += 1
+            if task.file_id in self.later:  # copied by the end-of-run pass: no longer waiting
+                self.later.discard(task.file_id)
+                self.summary.retry_later -= 1
+                self.summary.waiting.pop(task.file_id, None)
+                self.summary.failures = [f for f in self.summary.failures if f[0] != task.file_id]
+
+    def retried(self) -> None:
+        """One request was sent again within the run."""
+        with self._lock:
+            self.summary.retries += 1
 
     def file_skipped(self, task: FileTask, obj: SourceObject, reason: str) -> None:
         self.ledger.record_skipped(self.worker, task.file_id, reason)
         with self._lock:
             self.summary.skipped += 1
             self.summary.skips.append((task.file_id, reason))
+            self.summary.paths[task.file_id] = obj.path
         metrics.files_total.labels(sink="-", outcome="skipped").inc()
         log.info("file_skipped", path=obj.path, mime=obj.mime, reason=reason)
 
     def file_failed(self, task: FileTask, sink: str | None, error: BaseException, decision: Decision) -> str:
-        """The file is not done in this run: due again later, or parked. Returns the new state."""
+        """The file is not done in this run: due again later, or parked. Returns the new state. A file
+        already counted this run (the end-of-run pass) keeps one attempt and one line in the summary."""
         reason = redact(str(error))
+        again = task.file_id in self.later
         state, attempts = self.ledger.record_failure(
             self.worker, task.file_id, error_class=str(decision.error_class), status=decision.status,
-            error=reason, park=decision.action is Action.PARK, retry_in=decision.delay,
+            error=reason, park=decision.action is Action.PARK, retry_in=decision.delay, count=not again,
         )
         with self._lock:
+            self.summary.failures = [f for f in self.summary.failures if f[0] != task.file_id]
+            self.summary.failures.append((task.file_id, sink or "-", reason))
+            self.summary.paths[task.file_id] = task.path or ""
             if state == "failed":
                 self.summary.failed += 1
+                self.summary.retry_later -= 1 if again else 0
+                self.later.discard(task.file_id)
+                self.summary.waiting.pop(task.file_id, None)
             else:
-                self.summary.retry_later += 1
-            self.summary.failures.append((task.file_id, sink or "-", reason))
+                self.summary.retry_later += 0 if again else 1
+                self.later.add(task.file_id)
+                self.summary.waiting[task.file_id] = datetime.now(UTC) + timedelta(seconds=decision.delay)
         metrics.files_total.labels(sink=sink or "-", outcome="failed" if state == "failed" else "retry").inc()
         log.warning("file_failed", state=state, attempt=attempts, error_class=str(decision.error_class),
                     status=decision.status, error=reason, **({"sink": sink} if sink else {}))

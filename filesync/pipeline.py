@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 
@@ -29,7 +29,7 @@ from filesync.errors import (
     SourceError,
 )
 from filesync.ledger import claim_token, host_prefix
-from filesync.model import FileTask, Kind, RemoteObject, RunSummary, SourceObject
+from filesync.model import FileTask, Kind, Limits, RemoteObject, RunSummary, Selection, SourceObject
 from filesync.outcomes import Outcomes
 from filesync.paths import UnsafePath, safe_relative
 from filesync.retry import Action, Decision, RetryPolicy
@@ -97,6 +97,8 @@ class Pipeline:
     on_backlog: Callable[[int], None] = lambda n: None
     #: monotonic time a scheduled tick fired: replicas on one schedule skip an enqueue another did since
     tick_started: float | None = None
+    selection: Selection = field(default_factory=Selection)
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         self.config = self.app.config
@@ -113,6 +115,8 @@ class Pipeline:
         self._in_flight: dict[str, float] = {}  # file id -> last sign of life (monotonic)
         self._failing: dict[str, int] = {}  # destination -> transfers failed in a row
         self._finished = threading.Event()
+        self._started = time.monotonic()
+        self._claimed = 0  # files claimed by this run, over every pass
 
     # --- the run --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -122,8 +126,9 @@ class Pipeline:
         run_id = ledger.start_run(self.worker)
         ledger.abandon_dead_runs(host_prefix(self.config.worker_id), self.worker, run_id)
         self.summary.run_id = run_id
+        self.summary.started_at = datetime.now(UTC)
         structlog.contextvars.bind_contextvars(run_id=run_id)
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         status, error = "ok", None
         try:
             released = ledger.release_dead_on_host(host_prefix(self.config.worker_id), self.worker)
@@ -135,11 +140,13 @@ class Pipeline:
             if self.summary.rows_without_id:
                 log.warning("rows_without_id", count=self.summary.rows_without_id,
                             hint="rows of the app's table whose id is NULL cannot be copied")
-            self.on_backlog(backlog)
+            self.summary.total_files = backlog if self.selection.limit is None else min(backlog, self.selection.limit)
+            self.on_backlog(self.summary.total_files)
             log.info("run_started", worker=self.worker, enqueued=added or 0, requeued=requeued,
                      released_stale_claims=released, backlog=backlog)
             log.info("enqueue", worker=self.worker, skipped=added is None, added=added or 0)
             self._work()
+            self._retry_passes()
             if self.summary.failed or self.summary.retry_later or self.summary.stopped:
                 status = "failed"
             if self.summary.interrupted:
@@ -151,6 +158,7 @@ class Pipeline:
             with contextlib.suppress(FilesyncError):
                 ledger.release(self.worker)
             duration = time.monotonic() - started
+            self.summary.finished_at = datetime.now(UTC)
             metrics.run_duration_seconds.observe(duration)
             metrics.runs_total.labels(result=status).inc()
             if status in ("ok", "failed"):
@@ -164,22 +172,39 @@ class Pipeline:
             structlog.contextvars.unbind_contextvars("run_id")
         return self.summary
 
+    def _retry_passes(self) -> None:
+        """rclone's --retries: once the backlog is done, the files that failed transiently in this run are
+        tried again, up to FILESYNC_RUN_RETRIES passes. Their attempt was counted once; the backoff across
+        runs is unchanged for those that still fail."""
+        for n in range(1, self.config.run_retries + 1):
+            if not self.outcomes.later or self._stopping():
+                return
+            due = self.app.ledger.make_due(sorted(self.outcomes.later))
+            if not due:
+                return
+            self.summary.retry_passes = n
+            log.info("run_retry_pass", files=due, passes=f"{n}/{self.config.run_retries}")
+            self._work()
+
     def _work(self) -> None:
         cfg = self.config
-        claimed_total = 0
+        claimed_total = self._claimed
         futures: dict[Future[None], str] = {}
+        self._finished = threading.Event()
+        limit = self.selection.limit or cfg.max_files or 0
         beat = threading.Thread(target=self._heartbeat, name="filesync-heartbeat", daemon=True)
         beat.start()
         pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="filesync-transfer")
         try:
             while True:
                 free = cfg.concurrency - len(futures)
-                room = cfg.max_files - claimed_total if cfg.max_files else free
+                room = limit - claimed_total if limit else free
                 if free > 0 and room > 0 and not self._stopping():
                     with self._lock:
                         busy = list(self._in_flight)
                     for task in self.app.ledger.claim(self.worker, min(free, room, cfg.claim_batch),
-                                                      cfg.lease_seconds, busy, run_id=self.summary.run_id):
+                                                      cfg.lease_seconds, busy, run_id=self.summary.run_id,
+                                                      selection=self.selection):
                         claimed_total += 1
                         self.touch(task.file_id)
                         # Worker threads do not inherit context variables: carry run_id along.
@@ -193,9 +218,10 @@ class Pipeline:
                     with self._lock:
                         self._in_flight.pop(file_id, None)
                     future.result()
-            if self._stopping():
+            if self.stop.is_set() or self.abort.is_set():
                 self.summary.interrupted = True
         finally:
+            self._claimed = claimed_total
             self._finished.set()
             pool.shutdown(wait=not self.abort.is_set(), cancel_futures=True)
 
@@ -203,6 +229,16 @@ class Pipeline:
         """Claim nothing more: asked to stop, or to abort (which implies it), or every destination is
         stopped for this run."""
         if self.stop.is_set() or self.abort.is_set():
+            return True
+        if self.summary.cut_off is None:
+            lim = self.limits
+            if lim.max_duration is not None and time.monotonic() - self._started >= lim.max_duration:
+                self.summary.cut_off = f"--max-duration {lim.max_duration:g}s reached"
+            elif lim.max_bytes is not None and self.summary.bytes >= lim.max_bytes:
+                self.summary.cut_off = f"--max-transfer {lim.max_bytes} bytes reached"
+            if self.summary.cut_off is not None:
+                log.warning("run_cut_off", reason=self.summary.cut_off, hint="in-flight transfers finish first")
+        if self.summary.cut_off is not None:
             return True
         stopped = set(self.summary.stopped)
         return SOURCE in stopped or (bool(stopped) and set(self.app.routes.all_sinks()) <= stopped)
@@ -270,7 +306,8 @@ class Pipeline:
         if not routed:
             self.outcomes.file_skipped(task, obj, f"unsupported type {obj.mime}")
             return
-        pending = [s for s in routed if s not in task.done_sinks and s not in task.parked_sinks]
+        pending = [s for s in routed if s not in task.done_sinks and s not in task.parked_sinks
+                   and (self.selection.sink is None or s == self.selection.sink)]
         later: tuple[str, BaseException, Decision] | None = None
         parked: tuple[str, BaseException, Decision] | None = None
         stopped = complete = False
@@ -311,15 +348,17 @@ class Pipeline:
             if not complete:  # its transfers were all done earlier (flag reset, or a crash before the mark)
                 complete = self.app.ledger.mark_complete(self.worker, task.file_id, routed)
             if complete and pending:
-                self.outcomes.file_complete()
+                self.outcomes.file_complete(task)
             elif not complete:
                 self.outcomes.file_deferred(task, "not every routed destination holds the file yet")
 
     def _decide(self, exc: BaseException, task: FileTask) -> Decision:
-        """After the request loop gave up: later, park or stop (an invalid row is permanent)."""
+        """After the request loop gave up: later, park or stop (an invalid row is permanent). A file this run
+        already counted an attempt for (the end-of-run pass) is judged on that one attempt."""
         if isinstance(exc, _InvalidRow):
             return Decision(Action.PARK, ErrorClass.INVALID)
-        return self.policy.decide(exc, tries=self.policy.request_tries, attempts=task.attempts)
+        attempts = task.attempts - (1 if task.file_id in self.outcomes.later else 0)
+        return self.policy.decide(exc, tries=self.policy.request_tries, attempts=attempts)
 
     def _inspect(self, task: FileTask) -> SourceObject:
         if not task.path or not task.path.strip():
@@ -354,7 +393,7 @@ class Pipeline:
             session = TransferSession(self, task.file_id, sink_name, task.resume_tokens.get(sink_name),
                                       replace=sink_name in task.replace_sinks)
             started = time.monotonic()
-            remote = self.policy.call(lambda: self._upload_once(sink, obj, session))
+            remote = self.policy.call(lambda: self._upload_once(sink, obj, session), on_retry=self.outcomes.retried)
             self._streak(sink_name, failed=False)
             return self.outcomes.transfer_done(task, obj, sink_name, remote, routed, started)
 
@@ -394,11 +433,12 @@ def _parse_date(text: str | None) -> datetime | None:
 
 def run(app: App, *, stop: threading.Event | None = None, abort: threading.Event | None = None,
         on_backlog: Callable[[int], None] | None = None, on_file: Callable[[], None] | None = None,
-        on_bytes: Callable[[int], None] | None = None, tick_started: float | None = None) -> RunSummary:
+        on_bytes: Callable[[int], None] | None = None, tick_started: float | None = None,
+        selection: Selection | None = None, limits: Limits | None = None) -> RunSummary:
     """One pass over the due files. `stop`: claim nothing more; `abort`: cancel in-flight transfers too.
     The callbacks feed a progress display (the CLI wires one at a terminal)."""
     pipeline = Pipeline(app, stop=stop or threading.Event(), abort=abort or threading.Event(),
-                        tick_started=tick_started)
+                        tick_started=tick_started, selection=selection or Selection(), limits=limits or Limits())
     if on_backlog is not None:
         pipeline.on_backlog = on_backlog
     if on_file is not None:

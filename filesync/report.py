@@ -13,6 +13,8 @@ _MAX_LINES = 10
 def exit_code(summary: RunSummary) -> int:
     if summary.stopped:
         return ExitCode.STOPPED
+    if summary.cut_off:
+        return ExitCode.CUT_OFF
     if summary.failed or summary.retry_later:
         return ExitCode.FILES_FAILED
     if summary.interrupted:

@@ -86,7 +86,8 @@ class RetryPolicy:
             delay = max(delay, error.retry_after)
         return delay
 
-    def call(self, fn: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep) -> T:
+    def call(self, fn: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep,
+             on_retry: Callable[[], None] | None = None) -> T:
         """Run `fn`, sending it again while the policy says RETRY; otherwise its error is raised as itself."""
         tries = 0
         while True:
@@ -99,4 +100,6 @@ class RetryPolicy:
                     raise
                 log.warning("request_retry", attempt=tries, error_class=str(decision.error_class),
                             status=decision.status, error=str(exc), wait_s=round(decision.delay, 2))
+                if on_retry is not None:
+                    on_retry()
                 sleep(decision.delay)

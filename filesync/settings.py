@@ -253,6 +253,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             parse=bounded_int(1, 1000), group="Run"),
     Setting("FILESYNC_MAX_FILES", "Stop a run after this many files (0: no limit).", default="0",
             parse=bounded_int(0, 1_000_000_000), group="Run"),
+    Setting("FILESYNC_RUN_RETRIES", "Passes over the files that failed transiently, once the backlog of a run is "
+            "done (rclone's --retries); their attempt is counted once (0 to 10).", default="1",
+            parse=bounded_int(0, 10), group="Run"),
     Setting("FILESYNC_WORKER_ID", "Name of this worker in leases and run records.",
             default=socket.gethostname(), parse=worker_id, group="Run"),
 )
@@ -479,6 +482,7 @@ class Config:
     lease_seconds: int
     claim_batch: int
     max_files: int
+    run_retries: int
     worker_id: str
 
     @classmethod
@@ -509,5 +513,6 @@ class Config:
             lease_seconds=v["FILESYNC_LEASE_SECONDS"],
             claim_batch=v["FILESYNC_CLAIM_BATCH"],
             max_files=v["FILESYNC_MAX_FILES"],
+            run_retries=v["FILESYNC_RUN_RETRIES"],
             worker_id=v["FILESYNC_WORKER_ID"],
         )

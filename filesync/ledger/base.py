@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from filesync.model import FileTask, RemoteObject, RunSummary
+from filesync.model import FileTask, RemoteObject, RunSummary, Selection
 
 SinksFor = Callable[[str], list[str]]
 #: (file id, path, state, sink, remote id, url); sink is None for a file with no copy yet.
@@ -73,9 +73,12 @@ class Ledger(Protocol):
 
     # --- claims -----------------------------------------------------------------------------------
     def claim(self, worker: str, limit: int, lease_seconds: int, busy: Sequence[str] = (),
-              run_id: int | None = None) -> list[FileTask]:
+              run_id: int | None = None, selection: Selection | None = None) -> list[FileTask]:
         """Up to `limit` due pending files, leased to `worker`, oldest due first; never one of `busy`, nor one
-        run `run_id` deferred."""
+        run `run_id` deferred; only those `selection` names (ids, path globs, a dateTaken range)."""
+
+    def make_due(self, file_ids: Sequence[str]) -> int:
+        """These pending, unclaimed files are due now (the end-of-run retry pass); attempts are kept."""
 
     def heartbeat(self, worker: str, file_ids: Sequence[str], lease_seconds: int) -> int:
         """Extend `worker`'s leases on these files; how many it still held."""
@@ -114,9 +117,9 @@ class Ledger(Protocol):
         """One destination failed: the transfer is parked ('failed') when permanent, else stays pending."""
 
     def record_failure(self, worker: str, file_id: str, *, error_class: str, status: int | None, error: str,
-                       park: bool, retry_in: float) -> tuple[str, int]:
-        """Count an attempt and release the lease: parked, or due again in `retry_in` seconds.
-        (new state, attempts)."""
+                       park: bool, retry_in: float, count: bool = True) -> tuple[str, int]:
+        """Count an attempt (unless `count` is False: this run counted one already) and release the lease:
+        parked, or due again in `retry_in` seconds. (new state, attempts)."""
 
     def record_skipped(self, worker: str, file_id: str, reason: str) -> None:
         """No route for the file's type: skipped with the reason (looked at again when routes change)."""

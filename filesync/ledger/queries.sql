@@ -84,6 +84,13 @@ WITH due AS (
       AND (claimed_until IS NULL OR claimed_until < now())
       AND NOT (file_id = ANY(%(busy)s::text[]))  -- a stalled transfer of this process is not doubled
       AND (%(run)s::bigint IS NULL OR deferred_run IS DISTINCT FROM %(run)s::bigint)  -- deferred by this run
+      -- `filesync run` selections: ids, path globs (as a regular expression), a dateTaken range
+      AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s::text[]))
+      AND (%(path_re)s::text IS NULL OR path ~ %(path_re)s::text)
+      AND (%(since)s::timestamptz IS NULL OR (CASE WHEN date_taken ~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
+           THEN date_taken::timestamptz END) >= %(since)s::timestamptz)
+      AND (%(until)s::timestamptz IS NULL OR (CASE WHEN date_taken ~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
+           THEN date_taken::timestamptz END) < %(until)s::timestamptz)
     ORDER BY next_attempt_at, file_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -187,10 +194,16 @@ WHERE file_id = %(file_id)s
 -- Set the app's copied flag: filesync's only write to the app's table.
 UPDATE {app} SET {app_copied} = true WHERE {app_id} = %(file_id)s AND {app_copied} IS NOT TRUE
 
+-- name: make_due
+-- The end-of-run retry pass: these files that failed transiently in this run are due now (attempts kept).
+UPDATE {schema}.files SET next_attempt_at = now(), updated_at = now()
+WHERE file_id = ANY(%(ids)s) AND state = 'pending' AND claimed_by IS NULL
+
 -- name: file_failed
--- Count an attempt: parked ('failed') or due again after `retry_in` seconds (the policy decided which).
+-- Count an attempt (unless this run counted one already): parked ('failed') or due again after `retry_in`
+-- seconds (the policy decided which).
 UPDATE {schema}.files
-SET attempts = attempts + 1,
+SET attempts = attempts + CASE WHEN %(count)s THEN 1 ELSE 0 END,
     state = CASE WHEN %(park)s THEN 'failed' ELSE 'pending' END,
     next_attempt_at = now() + make_interval(secs => %(retry_in)s),
     error_class = %(error_class)s, error_status = %(status)s, error = %(error)s,

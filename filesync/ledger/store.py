@@ -29,7 +29,7 @@ from filesync.ledger.base import (
 )
 from filesync.ledger.db import Database
 from filesync.ledger.sql import Queries
-from filesync.model import FileTask, RemoteObject, RunSummary
+from filesync.model import FileTask, RemoteObject, RunSummary, Selection
 from filesync.settings import AppTable
 
 log = structlog.get_logger("filesync")
@@ -87,13 +87,16 @@ class PostgresLedger:
 
     # --- claims -----------------------------------------------------------------------------------
     def claim(self, worker: str, limit: int, lease_seconds: int, busy: Sequence[str] = (),
-              run_id: int | None = None) -> list[FileTask]:
+              run_id: int | None = None, selection: Selection | None = None) -> list[FileTask]:
         """Up to `limit` due files, leased to `worker`; never one of `busy` (still in flight here) nor one
-        that run `run_id` deferred."""
+        that run `run_id` deferred; only those `selection` names."""
+        sel = selection or Selection()
         with self.db.transaction() as conn:
             rows = conn.execute(
                 self.q["claim"],
-                {"worker": worker, "limit": limit, "lease": lease_seconds, "busy": list(busy), "run": run_id},
+                {"worker": worker, "limit": limit, "lease": lease_seconds, "busy": list(busy), "run": run_id,
+                 "ids": sorted(sel.file_ids) if sel.file_ids is not None else None, "path_re": sel.path_regex(),
+                 "since": sel.since, "until": sel.until},
             ).fetchall()
             if not rows:
                 return []
@@ -226,9 +229,13 @@ class PostgresLedger:
                  "error_class": error_class, "status": status, "error": error[:1000]},
             )
 
+    def make_due(self, file_ids: Sequence[str]) -> int:
+        with self.db.transaction() as conn:
+            return conn.execute(self.q["make_due"], {"ids": list(file_ids)}).rowcount
+
     def record_failure(
         self, worker: str, file_id: str, *, error_class: str, status: int | None, error: str, park: bool,
-        retry_in: float,
+        retry_in: float, count: bool = True,
     ) -> tuple[str, int]:
         """Count an attempt and release the claim: parked ('failed') when `park`, else due again in
         `retry_in` seconds (both decided by the RetryPolicy). Returns (new state, attempts)."""
@@ -236,7 +243,7 @@ class PostgresLedger:
             self._lock(conn, worker, file_id)
             row = conn.execute(
                 self.q["file_failed"],
-                {"file_id": file_id, "park": park, "retry_in": retry_in, "error_class": error_class,
+                {"file_id": file_id, "park": park, "retry_in": retry_in, "count": count, "error_class": error_class,
                  "status": status, "error": error[:1000]},
             ).fetchone()
         assert row is not None

@@ -8,6 +8,7 @@ database: one lock stands for PostgreSQL's row locks, `clock` for its `now()`. T
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 from filesync.errors import LeaseLost, RowChanged
 from filesync.ledger.base import CopiedTransfer, Destination, Ledger, Problem, SinksFor, dead_owners
-from filesync.model import FileTask, RemoteObject, RunSummary
+from filesync.model import FileTask, RemoteObject, RunSummary, Selection
 
 
 @dataclass
@@ -151,14 +152,15 @@ class MemoryLedger:
 
     # --- claims -----------------------------------------------------------------------------------
     def claim(self, worker: str, limit: int, lease_seconds: int, busy: Sequence[str] = (),
-              run_id: int | None = None) -> list[FileTask]:
+              run_id: int | None = None, selection: Selection | None = None) -> list[FileTask]:
         s = self.store
+        sel = selection or Selection()
         with s.lock:
             now = self._now()
             due = sorted(
                 (f for f in s.files.values()
                  if f.state == "pending" and f.next_attempt_at <= now and f.file_id not in busy
-                 and (run_id is None or f.deferred_run != run_id)
+                 and (run_id is None or f.deferred_run != run_id) and _selected(f, sel)
                  and (f.claimed_until is None or f.claimed_until < now)),
                 key=lambda f: (f.next_attempt_at, f.file_id),
             )[:limit]
@@ -278,12 +280,20 @@ class MemoryLedger:
             t.state, t.attempts = ("failed" if permanent else "pending"), t.attempts + 1
             t.error_class, t.error_status, t.error = error_class, status, error[:1000]
 
+    def make_due(self, file_ids: Sequence[str]) -> int:
+        with self.store.lock:
+            files = [f for fid in file_ids if (f := self.store.files.get(fid))
+                     and f.state == "pending" and f.claimed_by is None]
+            for f in files:
+                f.next_attempt_at = self._now()
+            return len(files)
+
     def record_failure(self, worker: str, file_id: str, *, error_class: str, status: int | None, error: str,
-                       park: bool, retry_in: float) -> tuple[str, int]:
+                       park: bool, retry_in: float, count: bool = True) -> tuple[str, int]:
         with self.store.lock:
             f = self._leased(worker, file_id)
             now = self._now()
-            f.attempts += 1
+            f.attempts += 1 if count else 0
             f.state = "failed" if park else "pending"
             f.next_attempt_at = now + timedelta(seconds=retry_in)
             f.error_class, f.error_status, f.error = error_class, status, error[:1000]
@@ -409,3 +419,22 @@ class MemoryLedger:
 
 
 _conforms: type[Ledger] = MemoryLedger
+
+
+def _selected(f: FileRow, sel: Selection) -> bool:
+    """The claim query's selection, in Python."""
+    if sel.file_ids is not None and f.file_id not in sel.file_ids:
+        return False
+    regex = sel.path_regex()
+    if regex is not None and not (f.path and re.match(regex, f.path)):
+        return False
+    if sel.since is not None or sel.until is not None:
+        try:
+            taken = datetime.fromisoformat(f.date_taken or "")
+        except ValueError:
+            return False
+        if taken.tzinfo is None:
+            taken = taken.replace(tzinfo=UTC)
+        if (sel.since is not None and taken < sel.since) or (sel.until is not None and taken >= sel.until):
+            return False
+    return True

@@ -19,7 +19,7 @@ import pytest
 from filesync import pipeline
 from filesync.app import App
 from filesync.errors import PermanentError, ServerError
-from filesync.model import RemoteObject, RunSummary, SourceObject
+from filesync.model import Limits, RemoteObject, RunSummary, Selection, SourceObject
 from filesync.routing import Routes
 from filesync.settings import Config, Environment
 from filesync.sinks import Capabilities, Sink, UploadSession
@@ -164,7 +164,8 @@ def test_fan_out_waits_for_every_destination_then_sends_only_the_missing_one(wor
     assert (first.copied, first.retry_later) == (0, 1)
     assert world.transfer("a", "local") == "done" and world.transfer("a", "mirror") == "pending"
     assert world.state("a") == ("pending", 1, "server") and not world.store.app["a"].copied
-    assert world.mirror.calls == 2  # FILESYNC_REQUEST_RETRIES tries within the run
+    assert world.mirror.calls == 4  # FILESYNC_REQUEST_RETRIES tries, then as many in the end-of-run pass
+    assert first.retry_passes == 1 and first.waiting.keys() == {"a"}
 
     world.mirror.before = None
     world.due_now()
@@ -243,3 +244,34 @@ def test_a_lost_lease_records_nothing(world: World) -> None:
     assert world.transfer("a", "local") is None and not world.store.app["a"].copied
     assert world.state("a") == ("pending", 0, None)
     assert world.store.files["a"].claimed_by == "another@host/1"  # the new holder keeps it
+
+
+def test_the_end_of_run_pass_copies_a_file_whose_first_tries_failed(world: World) -> None:
+    world.add("a", "a.jpg", PHOTO)
+    world.add("b", "b.jpg", PHOTO)
+
+    def down_for_a_moment(obj: SourceObject, session: UploadSession) -> None:
+        if world.local.calls <= 2 and obj.file_id == "a":  # both tries of the first pass
+            raise ServerError("busy", sink="local", status=503)
+
+    world.local.before = down_for_a_moment
+    summary = world.run()
+
+    assert (summary.copied, summary.retry_later, summary.failed) == (2, 0, 0)
+    assert summary.retry_passes == 1 and summary.failures == [] and summary.waiting == {}
+    assert world.state("a")[:2] == ("done", 1)  # one attempt counted for the run
+
+
+def test_selection_takes_only_the_named_files_and_limits_cut_off(world: World) -> None:
+    for name in ("2024/a.jpg", "2024/b.jpg", "2023/c.jpg", "raw/d.jpg"):
+        world.add(name.split("/")[1][0], name, PHOTO)
+    app = world.app()
+
+    picked = pipeline.run(app, selection=Selection(path_globs=("2024/*.jpg",), limit=5))
+    one = pipeline.run(world.app(), selection=Selection(file_ids=frozenset({"d"})))
+    cut = pipeline.run(world.app(), limits=Limits(max_bytes=1))
+
+    assert picked.copied == 2 and {f for f, row in world.store.app.items() if row.copied} >= {"a", "b"}
+    assert one.copied == 1 and world.store.app["d"].copied
+    assert cut.copied == 1 and cut.cut_off is not None  # the first transfer passes the limit, then it stops
+    assert world.state("c")[0] == "done"
