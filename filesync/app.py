@@ -73,6 +73,8 @@ def resolve_settings(env: Environment) -> Resolved:
         sink_cls = attempt(partial(sink_registry.load, name))
         if sink_cls is not None:
             sinks[name] = (sink_cls, attempt(partial(env.load, sink_cls.Settings)))
+    if routes is not None:  # a kind routed to a destination that cannot take it would fail every file
+        attempt(partial(routes.check_kinds, {name: cls_.capabilities.kinds for name, (cls_, _) in sinks.items()}))
     attempt(partial(env.resolve, logs.LOG_SETTINGS))
     attempt(partial(env.resolve, schedule.DAEMON_SETTINGS))
     problems.raise_any()

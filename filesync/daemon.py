@@ -42,7 +42,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from filesync import logs, metrics
 from filesync.app import App
-from filesync.errors import LedgerUnavailable, SourceUnavailable
+from filesync.errors import ConfigError, LedgerUnavailable, SourceUnavailable
 from filesync.health import HealthServer, run_problem
 from filesync.model import RunSummary
 from filesync.redaction import redact
@@ -146,6 +146,11 @@ class Daemon:
             self._record(started, "database_unavailable", error=str(exc))
             log.error("database_unavailable", error_class="LedgerUnavailable", error=str(exc),
                       next_run=self.next_run(), hint="run skipped; the schedule goes on")
+        except ConfigError as exc:  # a setting the run found unusable (a missing app table or column)
+            metrics.ticks_total.labels("error").inc()
+            self._record(started, "error", error=str(exc))
+            log.error("run_failed", error_class="ConfigError", error=str(exc), next_run=self.next_run(),
+                      hint="fix the setting it names; the schedule goes on")
         except SourceUnavailable as exc:
             metrics.ticks_total.labels("source_unavailable").inc()
             self._record(started, "source_unavailable", error=str(exc))

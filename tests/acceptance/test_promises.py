@@ -258,3 +258,26 @@ def test_a_bucket_endpoint_that_never_answers_ends_the_run_in_bounded_time(datab
     assert ran.returncode == 4, ran.stdout + ran.stderr
     assert "did not answer in time" in ran.stderr
     assert elapsed < 60, f"the run took {elapsed:.0f} s against a 2 s timeout"
+
+
+# --- routes that can never succeed ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("routes", "why"), [
+    ("image/*=cloudflare-stream;video/*=cloudflare-stream", "takes only video"),
+    ("image/[=local", "cannot match any MIME type"),
+])
+def test_routes_that_can_never_succeed_stop_before_any_work(
+    tmp_path: Path, database_url: str, routes: str, why: str
+) -> None:
+    src = bucket(tmp_path, {"a.jpg": image_bytes("JPEG")})
+    execute(database_url, 'INSERT INTO "File" (id, path) VALUES (%s, %s)', "a", "a.jpg")
+    with FakeCloudflare(token=TOKEN) as cf, FakeBunny() as bunny:
+        env = {**env_for(database_url, src, tmp_path / "out", bunny, routes), "CLOUDFLARE_ACCOUNT_ID": cf.account_id,
+               "CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_API_BASE": cf.api_base}
+        ran = cli(env, "run")
+        assert cf.requests == []
+
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "FILESYNC_ROUTES" in ran.stderr and why in ran.stderr
+    assert not (tmp_path / "out").exists()
