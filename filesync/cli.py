@@ -113,8 +113,7 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
             summary = pipeline.run(app, stop=signals.stop, abort=signals.abort)
         else:
             with ProgressDisplay() as display:
-                summary = pipeline.run(app, stop=signals.stop, abort=signals.abort, on_backlog=display.set_total,
-                                       on_file=display.file_done, on_bytes=display.add_bytes)
+                summary = pipeline.run(app, stop=signals.stop, abort=signals.abort, observer=display)
         code = report.exit_code(summary)
         if not args.quiet:
             print(report.summary_text(summary, app.ledger, code))

@@ -148,7 +148,7 @@ class Daemon:
                       next_run=self.next_run(), hint="run skipped; the schedule goes on")
         except ConfigError as exc:  # a setting the run found unusable (a missing app table or column)
             metrics.ticks_total.labels("error").inc()
-            self._record(started, "error", error=str(exc))
+            self._record(started, "error", error=f"{type(exc).__name__}: {exc}")
             log.error("run_failed", error_class="ConfigError", error=str(exc), next_run=self.next_run(),
                       hint="fix the setting it names; the schedule goes on")
         except SourceUnavailable as exc:

@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from filesync import metrics
+from filesync.errors import classify
 from filesync.ledger import Ledger
 from filesync.model import FileTask, RemoteObject, RunSummary, SourceObject
+from filesync.observer import Observer
 from filesync.redaction import redact
 from filesync.retry import Action, Decision
 
@@ -32,6 +34,7 @@ class Outcomes:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: files that failed transiently in this run (their attempt is counted): the end-of-run pass retries them
     later: set[str] = field(default_factory=set)
+    observer: Observer = field(default_factory=Observer)
 
     # --- transfers (one file, one destination) -----------------------------------------------------
     def transfer_done(self, task: FileTask, obj: SourceObject, sink: str, remote: RemoteObject,
@@ -47,6 +50,7 @@ class Outcomes:
         metrics.bytes_total.labels(sink=sink).inc(sent)
         log.info("upload_finished", sink=sink, status=outcome, bytes=obj.size, remote_id=remote.remote_id,
                  url=remote.url, duration_ms=int((time.monotonic() - started) * 1000))
+        self.observer.transfer_finished(task.file_id, sink, outcome)
         return complete
 
     def transfer_failed(self, task: FileTask, sink: str, error: BaseException, decision: Decision) -> None:
@@ -59,6 +63,9 @@ class Outcomes:
             )
         with self._lock:
             self.summary.count(sink, "failed" if decision.permanent else "not done")
+        self.observer.transfer_finished(
+            task.file_id, sink, "stopped" if decision.action is Action.STOP else
+            "failed" if decision.permanent else "not done")
         log.warning("upload_failed", sink=sink, error_class=str(decision.error_class), status=decision.status,
                     error=reason, attempt=task.attempts + 1, decision=str(decision.action))
 
@@ -71,11 +78,13 @@ class Outcomes:
                 self.summary.retry_later -= 1
                 self.summary.waiting.pop(task.file_id, None)
                 self.summary.failures = [f for f in self.summary.failures if f[0] != task.file_id]
+        self.observer.file_finished(task.file_id, "copied")
 
-    def retried(self) -> None:
-        """One request was sent again within the run."""
+    def retried(self, sink: str, error: BaseException, wait: float) -> None:
+        """One request is sent again within the run."""
         with self._lock:
             self.summary.retries += 1
+        self.observer.request_retried(sink, str(classify(error)[0]), wait)
 
     def file_skipped(self, task: FileTask, obj: SourceObject, reason: str) -> None:
         self.ledger.record_skipped(self.worker, task.file_id, reason)
@@ -85,6 +94,7 @@ class Outcomes:
             self.summary.paths[task.file_id] = obj.path
         metrics.files_total.labels(sink="-", outcome="skipped").inc()
         log.info("file_skipped", path=obj.path, mime=obj.mime, reason=reason)
+        self.observer.file_finished(task.file_id, "skipped")
 
     def file_failed(self, task: FileTask, sink: str | None, error: BaseException, decision: Decision) -> str:
         """The file is not done in this run: due again later, or parked. Returns the new state. A file
@@ -109,6 +119,7 @@ class Outcomes:
                 self.later.add(task.file_id)
                 self.summary.waiting[task.file_id] = datetime.now(UTC) + timedelta(seconds=decision.delay)
         metrics.files_total.labels(sink=sink or "-", outcome="failed" if state == "failed" else "retry").inc()
+        self.observer.file_finished(task.file_id, "failed" if state == "failed" else "waiting")
         log.warning("file_failed", state=state, attempt=attempts, error_class=str(decision.error_class),
                     status=decision.status, error=reason, **({"sink": sink} if sink else {}))
         return state
@@ -120,6 +131,7 @@ class Outcomes:
             self.summary.interrupted = True
         metrics.files_total.labels(sink="-", outcome="released").inc()
         log.warning("file_released", reason=reason)
+        self.observer.file_finished(task.file_id, "released")
 
     def file_deferred(self, task: FileTask, reason: str) -> None:
         """Handed back uncounted for the next run (a destination is stopped for this one)."""
@@ -129,12 +141,14 @@ class Outcomes:
             self.summary.deferred += 1
         metrics.files_total.labels(sink="-", outcome="deferred").inc()
         log.info("file_deferred", reason=reason)
+        self.observer.file_finished(task.file_id, "deferred")
 
-    def unrecorded(self, error: BaseException) -> None:
+    def unrecorded(self, task: FileTask, error: BaseException) -> None:
         """The outcome could not be written (database gone): the file stays unmarked, looked at again."""
         with self._lock:
             self.summary.retry_later += 1
         log.error("ledger_unavailable", error=redact(str(error)))
+        self.observer.file_finished(task.file_id, "unrecorded")
 
     def destination_stopped(self, sink: str, error: BaseException) -> bool:
         """Open the circuit of `sink` for this run; True the first time (the caller says it once)."""
@@ -143,6 +157,7 @@ class Outcomes:
                 return False
             self.summary.stopped[sink] = redact(str(error))
         metrics.files_total.labels(sink=sink, outcome="stopped").inc()
+        self.observer.destination_stopped(sink, self.summary.stopped[sink])
         log.error("destination_stopped", sink=sink, error=redact(str(error)),
                   hint="no attempt is counted against the files; the next run tries again")
         return True

@@ -10,7 +10,6 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from filesync.errors import (
 )
 from filesync.ledger import claim_token, host_prefix
 from filesync.model import FileTask, Kind, Limits, RemoteObject, RunSummary, Selection, SourceObject
+from filesync.observer import Observer
 from filesync.outcomes import Outcomes
 from filesync.paths import UnsafePath, safe_relative
 from filesync.retry import Action, Decision, RetryPolicy
@@ -82,7 +82,7 @@ class TransferSession:
     def progress(self, nbytes: int) -> None:
         self.sent += nbytes
         self.pipeline.touch(self.file_id)
-        self.pipeline.on_bytes(nbytes)
+        self.pipeline.observer.transfer_progress(self.file_id, self.sink, nbytes)
         if self.pipeline.abort.is_set():
             raise Cancelled(f"{self.sink}: transfer of {self.file_id} cancelled by shutdown")
 
@@ -92,9 +92,7 @@ class Pipeline:
     app: App
     stop: threading.Event = field(default_factory=threading.Event)
     abort: threading.Event = field(default_factory=threading.Event)
-    on_file: Callable[[], None] = lambda: None
-    on_bytes: Callable[[int], None] = lambda n: None
-    on_backlog: Callable[[int], None] = lambda n: None
+    observer: Observer = field(default_factory=Observer)
     #: monotonic time a scheduled tick fired: replicas on one schedule skip an enqueue another did since
     tick_started: float | None = None
     selection: Selection = field(default_factory=Selection)
@@ -107,7 +105,7 @@ class Pipeline:
             request_tries=self.config.request_retries, max_wait=self.config.request_max_wait,
             max_attempts=self.config.max_attempts, backoff=self.config.retry_backoff,
         )
-        self.outcomes = Outcomes(self.app.ledger, self.worker)
+        self.outcomes = Outcomes(self.app.ledger, self.worker, observer=self.observer)
         # Whatever front end runs us, every outcome is redacted before it is stored or shown.
         redaction.install(self.config.env.secret_values(all_settings()))
         self.summary = self.outcomes.summary
@@ -141,7 +139,7 @@ class Pipeline:
                 log.warning("rows_without_id", count=self.summary.rows_without_id,
                             hint="rows of the app's table whose id is NULL cannot be copied")
             self.summary.total_files = backlog if self.selection.limit is None else min(backlog, self.selection.limit)
-            self.on_backlog(self.summary.total_files)
+            self.observer.run_started(self.summary)
             log.info("run_started", worker=self.worker, enqueued=added or 0, requeued=requeued,
                      released_stale_claims=released, backlog=backlog)
             log.info("enqueue", worker=self.worker, skipped=added is None, added=added or 0)
@@ -169,6 +167,7 @@ class Pipeline:
             s = self.summary
             log.info("run_finished", status=status, copied=s.copied, skipped=s.skipped, failed=s.failed,
                      retry_later=s.retry_later, bytes=s.bytes, duration_ms=int(duration * 1000))
+            self.observer.run_finished(s)
             structlog.contextvars.unbind_contextvars("run_id")
         return self.summary
 
@@ -280,12 +279,10 @@ class Pipeline:
             except LeaseLost as exc:
                 log.warning("lease_lost", error=str(exc))
             except LedgerUnavailable as exc:
-                self.outcomes.unrecorded(exc)
+                self.outcomes.unrecorded(task, exc)
             except Exception as exc:  # a bug must not stop the run: count it on the file
                 log.exception("file_crashed", error=str(exc))
                 self.outcomes.file_failed(task, None, exc, self._decide(exc, task))
-            finally:
-                self.on_file()
 
     def _process(self, task: FileTask) -> None:
         log.debug("file_claimed", path=task.path, attempt=task.attempts + 1)
@@ -393,7 +390,9 @@ class Pipeline:
             session = TransferSession(self, task.file_id, sink_name, task.resume_tokens.get(sink_name),
                                       replace=sink_name in task.replace_sinks)
             started = time.monotonic()
-            remote = self.policy.call(lambda: self._upload_once(sink, obj, session), on_retry=self.outcomes.retried)
+            self.observer.transfer_started(task.file_id, obj.path, sink_name, obj.size)
+            remote = self.policy.call(lambda: self._upload_once(sink, obj, session),
+                                      on_retry=lambda exc, wait: self.outcomes.retried(sink_name, exc, wait))
             self._streak(sink_name, failed=False)
             return self.outcomes.transfer_done(task, obj, sink_name, remote, routed, started)
 
@@ -432,17 +431,11 @@ def _parse_date(text: str | None) -> datetime | None:
 
 
 def run(app: App, *, stop: threading.Event | None = None, abort: threading.Event | None = None,
-        on_backlog: Callable[[int], None] | None = None, on_file: Callable[[], None] | None = None,
-        on_bytes: Callable[[int], None] | None = None, tick_started: float | None = None,
+        observer: Observer | None = None, tick_started: float | None = None,
         selection: Selection | None = None, limits: Limits | None = None) -> RunSummary:
     """One pass over the due files. `stop`: claim nothing more; `abort`: cancel in-flight transfers too.
     The callbacks feed a progress display (the CLI wires one at a terminal)."""
     pipeline = Pipeline(app, stop=stop or threading.Event(), abort=abort or threading.Event(),
-                        tick_started=tick_started, selection=selection or Selection(), limits=limits or Limits())
-    if on_backlog is not None:
-        pipeline.on_backlog = on_backlog
-    if on_file is not None:
-        pipeline.on_file = on_file
-    if on_bytes is not None:
-        pipeline.on_bytes = on_bytes
+                        observer=observer or Observer(), tick_started=tick_started,
+                        selection=selection or Selection(), limits=limits or Limits())
     return pipeline.run()

@@ -8,10 +8,12 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from filesync.model import RunSummary
+from filesync.observer import Observer
 from filesync.report import human_bytes
 
 
-class ProgressDisplay:
+class ProgressDisplay(Observer):
     def __init__(self) -> None:
         self._progress = Progress(
             TextColumn("[bold]filesync[/bold]"),
@@ -27,15 +29,15 @@ class ProgressDisplay:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def set_total(self, total: int) -> None:
-        self._progress.update(self._task, total=total)
+    def run_started(self, summary: RunSummary) -> None:
+        self._progress.update(self._task, total=summary.total_files)
 
-    def file_done(self) -> None:
+    def file_finished(self, file_id: str, outcome: str) -> None:
         self._progress.advance(self._task)
 
-    def add_bytes(self, n: int) -> None:
+    def transfer_progress(self, file_id: str, sink: str, nbytes: int) -> None:
         with self._lock:
-            self._bytes += n
+            self._bytes += nbytes
             sent = human_bytes(self._bytes)
         self._progress.update(self._task, sent=sent)
 

@@ -87,7 +87,7 @@ class RetryPolicy:
         return delay
 
     def call(self, fn: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep,
-             on_retry: Callable[[], None] | None = None) -> T:
+             on_retry: Callable[[BaseException, float], None] | None = None) -> T:
         """Run `fn`, sending it again while the policy says RETRY; otherwise its error is raised as itself."""
         tries = 0
         while True:
@@ -101,5 +101,5 @@ class RetryPolicy:
                 log.warning("request_retry", attempt=tries, error_class=str(decision.error_class),
                             status=decision.status, error=str(exc), wait_s=round(decision.delay, 2))
                 if on_retry is not None:
-                    on_retry()
+                    on_retry(exc, decision.delay)
                 sleep(decision.delay)
