@@ -1,4 +1,8 @@
-"""Named SQL blocks from queries.sql, composed with quoted identifiers (never string formatting)."""
+"""Named SQL blocks from the ledger's .sql files, composed with quoted identifiers (never string formatting).
+
+`queries.sql` holds what the engine runs; other files (`reports.sql`: the read models of the console and
+the status API) follow the same `-- name:` convention, each name followed by a one-line description.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 @cache
-def raw_queries() -> dict[str, str]:
-    text = files("filesync.ledger").joinpath("queries.sql").read_text()
+def raw_queries(filename: str = "queries.sql") -> dict[str, str]:
+    """The named blocks of one .sql file of this package, by name."""
+    text = files("filesync.ledger").joinpath(filename).read_text()
     parts = _HEADER.split(text)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
@@ -33,13 +38,13 @@ def identifiers(schema: str, app: AppTable) -> dict[str, sql.Composable]:
 
 
 class Queries:
-    """All queries composed once for one schema and app table."""
+    """All queries of one .sql file composed once for one schema and app table."""
 
-    def __init__(self, schema: str, app: AppTable) -> None:
+    def __init__(self, schema: str, app: AppTable, filename: str = "queries.sql") -> None:
         names = identifiers(schema, app)
         self._composed = {
             name: sql.SQL(body).format(**{k: v for k, v in names.items() if "{" + k + "}" in body})
-            for name, body in raw_queries().items()
+            for name, body in raw_queries(filename).items()
         }
 
     def __getitem__(self, name: str) -> sql.Composed:
