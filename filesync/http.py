@@ -1,8 +1,10 @@
 """One way to talk HTTP: sessions with timeouts and shared pacing, and status codes turned into our errors.
 
 Every sink built on `requests` takes its session from `make_session`, so timeouts, the User-Agent,
-connection pooling and the per-service pacer are the same everywhere, and tests only have to point
-the base URL at a fake server.
+connection pooling and pacing are the same everywhere, and tests only have to point the base URL at a
+fake server. Pacing is per limit, not per sink: a session gets one `Pacer` (a service's account-wide
+budget) or a `PacerChoice` that picks one per request (a host whose limit is per token), so a 429 pauses
+only the budget it was about.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Pacer:
         self._paused_until = 0.0
         self._lock = threading.Lock()
         self.waited = 0.0  # total seconds spent waiting, for metrics and benchmarks
+        self.granted = 0  # requests let through
+        self.pauses = 0  # 429s that paused it
 
     def acquire(self) -> None:
         while True:
@@ -66,6 +70,7 @@ class Pacer:
                     self._last = now
                     if self._tokens >= 1:
                         self._tokens -= 1
+                        self.granted += 1
                         return
                     delay = (1 - self._tokens) / self.rate
                 self.waited += delay
@@ -76,6 +81,11 @@ class Pacer:
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
             self._tokens = 0.0
+            self.pauses += 1
+
+
+#: Picks the pacer of one request (by its host, its credentials), or None to send it unpaced.
+PacerChoice = Callable[[requests.PreparedRequest], "Pacer | None"]
 
 
 _pacers: dict[tuple[str, float, int], Pacer] = {}
@@ -92,9 +102,10 @@ def pacer(service: str, rate: float, burst: int = 1) -> Pacer:
 
 
 class _Adapter(HTTPAdapter):
-    """Applies the default timeout and the pacer to every request of a session."""
+    """Applies the default timeout and the pacer to every request of a session; a 429 pauses the pacer
+    the request went through, and only that one."""
 
-    def __init__(self, timeout: float, pacer: Pacer | None, pool: int) -> None:
+    def __init__(self, timeout: float, pacer: Pacer | PacerChoice | None, pool: int) -> None:
         super().__init__(pool_connections=pool, pool_maxsize=pool)
         self._timeout = timeout
         self._pacer = pacer
@@ -102,16 +113,18 @@ class _Adapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = (CONNECT_TIMEOUT, self._timeout)
-        if self._pacer is not None:
-            self._pacer.acquire()
+        chosen = self._pacer(request) if callable(self._pacer) else self._pacer
+        if chosen is not None:
+            chosen.acquire()
         response = super().send(request, **kwargs)
-        if self._pacer is not None and response.status_code == 429:
-            self._pacer.pause(retry_after(response.headers) or 1.0)
+        if chosen is not None and response.status_code == 429:
+            chosen.pause(retry_after(response.headers) or 1.0)
         return response
 
 
 def make_session(
-    *, timeout: float = 120.0, pacer: Pacer | None = None, pool: int = 16, headers: Mapping[str, str] | None = None
+    *, timeout: float = 120.0, pacer: Pacer | PacerChoice | None = None, pool: int = 16,
+    headers: Mapping[str, str] | None = None,
 ) -> requests.Session:
     session = requests.Session()
     adapter = _Adapter(timeout, pacer, pool)

@@ -1,27 +1,48 @@
-"""What the two Cloudflare sinks share: the account settings, one paced session, and the API envelope.
+"""What the two Cloudflare sinks share: the account settings, paced sessions, the API envelope, and the
+tokens of the Images batch host.
 
 Cloudflare counts every API call of an account against one budget (1,200 requests per five minutes,
 then a five-minute block), so Images and Stream transfers in one process share one pacer: a 429 seen
-by any of them pauses all.
+by any of them pauses all. The Images batch host is outside that budget: its calls carry a batch token
+fetched through the account API, and each token has its own limit (200 requests per second) and so its
+own pacer; a 429 there pauses that token's transfers only.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import requests
+import structlog
 
 from filesync.errors import DestinationRefused, ErrorClass, ServerError, SinkError
-from filesync.http import error_for_status, make_session, pacer
+from filesync.http import Pacer, error_for_status, make_session, pacer, translated
 from filesync.settings import Setting, http_url, positive_float, setting, settings_of
 
 GROUP = "Sink: Cloudflare (Images, Stream)"
 DEFAULT_API_BASE = "https://api.cloudflare.com/client/v4"
+DEFAULT_IMAGES_BATCH_BASE = "https://batch.imagedelivery.net"
 PACER_NAME = "cloudflare"
+#: Cloudflare's limit per batch token: "Each token is subject to a rate limit of 200 requests per second"
+#: (developers.cloudflare.com/images/storage/upload-images/images-batch/).
+BATCH_TOKEN_LIMIT = 200.0
+#: What one token is paced at: 10 % under its limit, so requests bunched on the way stay under it.
+BATCH_TOKEN_RPS = 0.9 * BATCH_TOKEN_LIMIT
+#: A token is replaced this long before its `expiresAt` (a quarter of its life when that is shorter),
+#: so no transfer meets an expired token; clocks a little apart are covered by the 401 refresh.
+BATCH_REFRESH_MARGIN = 60.0
+#: The documented answer shows `expiresAt` but not the lifetime; without a readable one, a token is used
+#: this long.
+BATCH_ASSUMED_LIFETIME = 300.0
+
+log = structlog.get_logger("filesync")
 
 @dataclass(frozen=True)
 class CloudflareSettings:
@@ -68,6 +89,17 @@ class CloudflareAccount:
         """An account URL; each part is one path segment, percent-encoded (a `/` inside becomes %2F)."""
         path = "/".join(quote(p, safe="") for p in parts)
         return f"{self.api_base.rstrip('/')}/accounts/{quote(self.account_id, safe='')}/{path}"
+
+
+def batch_base_for(api_base: str, batch_base: str | None) -> str | None:
+    """The Images batch host that tokens from `api_base` may go to: the one set, or Cloudflare's own when
+    the API is Cloudflare's. A token fetched from another API (a fake, a staging or recording proxy) is
+    never sent to Cloudflare's batch host; without a batch host of its own, the account API is used."""
+    if batch_base and batch_base.rstrip("/") != DEFAULT_IMAGES_BATCH_BASE:
+        return batch_base.rstrip("/")
+    if api_base.rstrip("/") == DEFAULT_API_BASE:
+        return DEFAULT_IMAGES_BATCH_BASE
+    return None
 
 
 def make_cloudflare_session(account: CloudflareAccount, timeout: float) -> requests.Session:
@@ -133,19 +165,29 @@ class Unclear(ServerError):
     non-JSON body). Transient: the sink looks the object up before anything is recorded."""
 
 
+Secrets = str | tuple[str, ...]
+
+
+def hide(text: str, token: Secrets) -> str:
+    """`text` with each token (the API token, a batch token) replaced."""
+    for secret in (token,) if isinstance(token, str) else token:
+        if secret:
+            text = text.replace(secret, "<hidden>")
+    return text
+
+
 def api_error(
     status: int,
     text: str,
     *,
     sink: str,
-    token: str,
+    token: Secrets,
     headers: Mapping[str, str] | None = None,
     codes: list[int] | None = None,
 ) -> SinkError:
     """An HTTP failure as our error. Refused credentials and a full account stop the destination for the
-    run (DestinationRefused) instead of failing file after file; the token never shows in the text."""
-    if token:
-        text = text.replace(token, "<hidden>")
+    run (DestinationRefused) instead of failing file after file; no token shows in the text."""
+    text = hide(text, token)
     if 400 <= status < 500:
         over = [QUOTA_ERROR_CODES[c] for c in codes or () if c in QUOTA_ERROR_CODES]
         if over:  # before the 401/403 and 429 rules: Stream answers its quota with 429 or 413
@@ -157,7 +199,7 @@ def api_error(
     return error_for_status(status, text, sink=sink, headers=headers)
 
 
-def raise_for_envelope(response: requests.Response, *, sink: str, token: str) -> dict[str, Any]:
+def raise_for_envelope(response: requests.Response, *, sink: str, token: Secrets) -> dict[str, Any]:
     """The envelope of a call whose body may be empty (HEAD, DELETE), or the error it describes.
     A 2xx with `success: false` is Unclear, unless its codes refuse the credentials or the quota."""
     status = response.status_code
@@ -173,14 +215,164 @@ def raise_for_envelope(response: requests.Response, *, sink: str, token: str) ->
     return data
 
 
-def answer(response: requests.Response, *, sink: str, token: str) -> dict[str, Any]:
+def answer(response: requests.Response, *, sink: str, token: Secrets) -> dict[str, Any]:
     """The `result` of a call whose answer we need: a complete success envelope, or an error (Unclear
     when a 2xx body is truncated, not JSON, or has no result)."""
     data = raise_for_envelope(response, sink=sink, token=token)
     result = data.get("result")
     if data.get("success") is not True or not isinstance(result, dict):
-        text = " ".join(response.text.split())[:100]
-        text = text.replace(token, "<hidden>") if token else text
+        text = hide(" ".join(response.text.split())[:100], token)
         raise Unclear(f"HTTP {response.status_code} without a complete Cloudflare answer: {text!r}", sink=sink,
                       status=response.status_code)
     return result
+
+
+# --- the Images batch host ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchToken:
+    """One batch token, when to replace it and when it expires (time.monotonic()), and its pacer (the
+    limit is per token)."""
+
+    value: str = field(repr=False)
+    refresh_at: float
+    expires_at: float
+    pacer: Pacer
+
+    @property
+    def header(self) -> str:
+        return f"Bearer {self.value}"
+
+
+def token_times(expires_at: object, now: float) -> tuple[float, float]:
+    """(seconds until replacement, seconds until expiry) from `now` (epoch) for a token whose `expiresAt`
+    is given (RFC 3339, as Cloudflare writes it, with nanoseconds): replaced `BATCH_REFRESH_MARGIN` ahead
+    of expiry, or a quarter of its life ahead when it lives less than four margins."""
+    try:
+        expires = datetime.fromisoformat(str(expires_at)).timestamp()
+    except ValueError:
+        expires = now + BATCH_ASSUMED_LIFETIME
+    life = expires - now
+    if life <= 0:  # already past on our clock: the clocks disagree, so trust the 401 refresh instead
+        life = BATCH_ASSUMED_LIFETIME
+    return max(1.0, life - min(BATCH_REFRESH_MARGIN, life / 4)), life
+
+
+class ImagesBatch:
+    """Batch tokens for the Images batch host, shared by every transfer of one sink.
+
+    A token is fetched through the account API (so that one call is paced with the account), replaced
+    before its `expiresAt` and, once, after a 401 from the batch host. Each token gets a pacer of its
+    own at `BATCH_TOKEN_RPS`; `http` picks it per request from the Authorization header. If the account
+    refuses the token call (a plan without the batch API: 403, 404, another 4xx, or an error code),
+    `token()` answers None for the life of the sink and the sink uses the account API, logged once.
+    One token serves all transfers: a process of this design peaks far below 180 requests per second.
+    """
+
+    def __init__(self, account: CloudflareAccount, base: str, api: requests.Session, *, sink: str,
+                 timeout: float = 120.0, rps: float = BATCH_TOKEN_RPS) -> None:
+        self.account = account
+        self.base = base.rstrip("/")
+        self.sink = sink
+        self.rps = rps
+        self.unavailable: str | None = None
+        self.fetched = 0  # token calls answered with a token
+        self._api = api
+        self._lock = threading.Lock()
+        self._current: BatchToken | None = None
+        self._pacers: dict[str, Pacer] = {}  # Authorization header -> pacer, for the current and last token
+        self.http = make_session(timeout=timeout, pacer=self.pacer_of)
+
+    def url(self, *parts: str) -> str:
+        """A batch-host URL below /images/v1; each part is one path segment, percent-encoded."""
+        return "/".join([self.base, "images", "v1", *(quote(p, safe="") for p in parts)])
+
+    def token(self) -> BatchToken | None:
+        """A token that is not due for replacement (fetched now if need be), or None: use the account API.
+        While one transfer fetches the successor, the others go on with a token that has not expired."""
+        current, now = self._current, time.monotonic()
+        if self.unavailable is None and current is not None and now < current.refresh_at:
+            return current
+        if not self._lock.acquire(blocking=current is None or now >= current.expires_at):
+            return current
+        try:
+            current = self._current
+            if self.unavailable is not None:
+                return None
+            if current is not None and time.monotonic() < current.refresh_at:
+                return current
+            return self._fetch()
+        finally:
+            self._lock.release()
+
+    def refreshed(self, refused: BatchToken) -> BatchToken | None:
+        """After the batch host answered 401 to `refused`: a new token, unless another transfer has
+        already replaced it."""
+        with self._lock:
+            if self.unavailable is not None:
+                return None
+            if self._current is not None and self._current is not refused:
+                return self._current
+            return self._fetch()
+
+    def give_up(self, reason: str) -> None:
+        """Use the account API from now on (logged once)."""
+        with self._lock:
+            self._give_up(reason)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values of the current and the last token, for redaction."""
+        return tuple(header.removeprefix("Bearer ") for header in self._pacers)
+
+    def pacer_of(self, request: requests.PreparedRequest) -> Pacer | None:
+        """The pacer of the token a request carries (lock-free: `_pacers` is replaced, never changed)."""
+        found = self._pacers.get(str(request.headers.get("Authorization", "")))
+        current = self._current
+        return found if found is not None or current is None else current.pacer
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _give_up(self, reason: str) -> None:
+        if self.unavailable is None:
+            self.unavailable = reason
+            self._current = None
+            log.warning("images_batch_unavailable", sink=self.sink, reason=reason,
+                        hint="Images calls go through the account API, paced at FILESYNC_CLOUDFLARE_RPS")
+
+    def _fetch(self) -> BatchToken | None:
+        """GET .../images/v1/batch_token: `{"result": {"token", "expiresAt"}, "success": true, ...}`.
+        A refused call (4xx but 401 and 429, or an envelope with error codes) ends the batch path; refused
+        credentials, 429, 5xx and unclear answers are raised, as for any call."""
+        with translated(self.sink):
+            response = self._api.get(self.account.url("images", "v1", "batch_token"))
+        status, codes = response.status_code, error_codes(response)
+        secret = self.account.token
+        if status in (401, 429) or status >= 500:
+            raise api_error(status, reason(response), sink=self.sink, token=secret, headers=response.headers,
+                            codes=codes)
+        if status >= 400:
+            self._give_up(f"the batch token call answered HTTP {status}: {hide(reason(response), secret)}")
+            return None
+        data = envelope(response)
+        if data.get("success") is False and codes:
+            refused = api_error(400, reason(response), sink=self.sink, token=secret, codes=codes)
+            if isinstance(refused, DestinationRefused):
+                raise refused
+            self._give_up(f"the batch token call was refused: {refused.reason}")
+            return None
+        result = answer(response, sink=self.sink, token=secret)
+        value = result.get("token")
+        if not isinstance(value, str) or not value:
+            raise Unclear(f"HTTP {status}: the batch token call answered without a token", sink=self.sink,
+                          status=status)
+        refresh_in, life = token_times(result.get("expiresAt"), time.time())
+        now = time.monotonic()
+        fresh = BatchToken(value, now + refresh_in, now + life, Pacer(self.rps))
+        old = self._current
+        self._pacers = {fresh.header: fresh.pacer, **({old.header: old.pacer} if old is not None else {})}
+        self._current = fresh
+        self.fetched += 1
+        return fresh

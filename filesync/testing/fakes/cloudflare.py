@@ -14,6 +14,14 @@ handles the next matching request for real, then answers it wrongly (`success: f
 body, a dropped connection, a result naming another object, a tus offset past or short of the truth).
 `hold_pending` keeps every video in `pendingupload` whatever it received; `image_limit` and
 `stream_storage_full` make the account answer Cloudflare's quota errors.
+
+The Images batch API: `GET .../images/v1/batch_token` issues tokens that expire after `batch_token_ttl`
+seconds; a second port (`fake.batch_base`, what CLOUDFLARE_IMAGES_BATCH_BASE points at) serves
+`/images/v1...` to those tokens, each limited to `batch_rps` requests in any second (429 past it).
+`refuse_batch_tokens` makes the token call fail as on a plan without the batch API. `account_limit`
+simulates the account's 1,200 requests per 5 minutes over the /client/v4 calls only (429, then every
+account call blocked), scaled down with `AccountLimit.scaled`. `latency` delays every answer, as a
+distant API does. One request log serves both ports; `on_batch_host(request)` tells them apart.
 """
 
 from __future__ import annotations
@@ -21,11 +29,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +51,17 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from tuspyserver import create_tus_router
 
-from filesync.testing.fakes.base import ASGIApp, FakeService, Message, Receive, Scope, Send
+from filesync.testing.fakes.base import (
+    ASGIApp,
+    FakeService,
+    FaultMiddleware,
+    LoggedRequest,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    free_port,
+)
 from filesync.testing.sink_conformance import StoredObject
 
 MiB = 1024 * 1024
@@ -120,6 +141,36 @@ class WrongAnswer:
         return not (self.path_contains and self.path_contains not in path)
 
 
+@dataclass(frozen=True)
+class AccountLimit:
+    """Cloudflare's global API limit: `requests` in any `window` seconds; past it, every account API call
+    is answered 429 for `block` seconds ("all API calls for the next five minutes will be blocked")."""
+
+    requests: int = 1200
+    window: float = 300.0
+    block: float = 300.0
+
+    def scaled(self, factor: float) -> AccountLimit:
+        """The same rate over a window (and block) `factor` times shorter, so a test sees it in seconds."""
+        return AccountLimit(max(1, round(self.requests / factor)), self.window / factor, self.block / factor)
+
+
+class _Window:
+    """Arrivals in a sliding window: `admit` says how long to wait, or None when one more fits."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self.times: deque[float] = deque()
+
+    def admit(self, now: float) -> float | None:
+        while self.times and self.times[0] <= now - self.window:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            return self.times[0] + self.window - now
+        self.times.append(now)
+        return None
+
+
 @dataclass
 class FakeImage:
     id: str
@@ -192,8 +243,27 @@ class FakeCloudflare(FakeService):
 
     def __init__(self, account_id: str = "0123456789abcdef0123456789abcdef", token: str = "cf-test-token",
                  *, min_chunk: int = 5 * MiB, max_image_bytes: int = 10 * MiB,
-                 max_video_bytes: int = 30 * 1000**3, image_limit: int | None = None) -> None:
+                 max_video_bytes: int = 30 * 1000**3, image_limit: int | None = None,
+                 batch_token_ttl: float = 600.0, batch_rps: int = 200, account_limit: AccountLimit | None = None,
+                 latency: float = 0.0) -> None:
         super().__init__()
+        self.batch_token_ttl = batch_token_ttl
+        self.batch_rps = batch_rps
+        self.account_limit = account_limit
+        self.latency = latency  # seconds added before every answer
+        self.batch_refused: tuple[int, int, str] | None = None  # (status, code, message) of the token call
+        self.batch_tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
+        self.batch_tokens_issued = 0
+        self.batch_limited = 0  # 429s from the per-token limit
+        self.account_limited = 0  # 429s from the account limit
+        self._batch_windows: dict[str, _Window] = {}
+        self._account_window: _Window | None = None
+        self._account_blocked_until = 0.0
+        self._limits_lock = threading.Lock()
+        self.batch_port = 0
+        self._app: ASGIApp | None = None
+        self._batch_server: Any = None
+        self._batch_thread: threading.Thread | None = None
         self.account_id = account_id
         self.token = token
         self.min_chunk = min_chunk
@@ -224,6 +294,92 @@ class FakeCloudflare(FakeService):
     @property
     def api_base(self) -> str:
         return f"{self.url}/client/v4"
+
+    @property
+    def batch_base(self) -> str:
+        """The Images batch host (CLOUDFLARE_IMAGES_BATCH_BASE): a port of its own, as a host of its own."""
+        return f"http://127.0.0.1:{self.batch_port}"
+
+    def on_batch_host(self, request: LoggedRequest) -> bool:
+        return request.headers.get("host", "").endswith(f":{self.batch_port}")
+
+    # --- the batch API and the limits ---------------------------------------------------------------
+    def refuse_batch_tokens(self, status: int = 403, code: int = 5403,
+                            message: str = "The batch API is not available on this account's plan") -> None:
+        """The token call fails from now on, as on a plan without the batch API (the real status and code
+        of that answer are not documented)."""
+        self.batch_refused = (status, code, message)
+
+    def issue_batch_token(self) -> dict[str, str]:
+        token = f"batch-{uuid.uuid4().hex}"
+        expires = time.time() + self.batch_token_ttl
+        with self._limits_lock:
+            self.batch_tokens[token] = expires
+            self.batch_tokens_issued += 1
+        # as Cloudflare writes it: nanoseconds and a Z
+        stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+        return {"token": token, "expiresAt": stamp}
+
+    def expire_batch_tokens(self) -> None:
+        """Every token issued so far is refused from now on (401), whatever its expiresAt said."""
+        with self._limits_lock:
+            self.batch_tokens = dict.fromkeys(self.batch_tokens, 0.0)
+
+    def batch_token_problem(self, authorization: str | None) -> str | None:
+        """Why the batch host refuses this Authorization header, or None."""
+        token = (authorization or "").removeprefix("Bearer ")
+        with self._limits_lock:
+            expires = self.batch_tokens.get(token)
+        if expires is None:
+            return "not a batch token"
+        return "batch token expired" if time.time() >= expires else None
+
+    def batch_wait(self, authorization: str) -> float | None:
+        """Seconds until this token may send again, or None: the request is counted and may go."""
+        with self._limits_lock:
+            window = self._batch_windows.setdefault(authorization, _Window(self.batch_rps, 1.0))
+            wait = window.admit(time.monotonic())
+            if wait is not None:
+                self.batch_limited += 1
+            return wait
+
+    def account_wait(self) -> float | None:
+        """Seconds the account stays blocked, or None: the call is counted against `account_limit`."""
+        limit = self.account_limit
+        if limit is None:
+            return None
+        with self._limits_lock:
+            now = time.monotonic()
+            if self._account_window is None or self._account_window.limit != limit.requests:
+                self._account_window = _Window(limit.requests, limit.window)
+            if now < self._account_blocked_until:
+                self.account_limited += 1
+                return self._account_blocked_until - now
+            if self._account_window.admit(now) is not None:
+                self._account_blocked_until = now + limit.block
+                self.account_limited += 1
+                return limit.block
+            return None
+
+    # --- lifecycle: the API port and the batch port ---------------------------------------------------
+    def start(self) -> FakeCloudflare:
+        super().start()
+        import uvicorn
+
+        self.batch_port = free_port()
+        config = uvicorn.Config(
+            FaultMiddleware(self.build_app(), self), host="127.0.0.1", port=self.batch_port,
+            log_level="critical", access_log=False, lifespan="off", timeout_keep_alive=30, http="h11")
+        self._batch_server = uvicorn.Server(config)
+        self._batch_thread = threading.Thread(target=self._batch_server.run, name="cloudflare-batch-server",
+                                              daemon=True)
+        self._batch_thread.start()
+        deadline = time.monotonic() + 15
+        while not self._batch_server.started:
+            if time.monotonic() > deadline or not self._batch_thread.is_alive():
+                raise RuntimeError("cloudflare batch host did not start")
+            time.sleep(0.01)
+        return self
 
     @property
     def base_path(self) -> str:
@@ -258,6 +414,10 @@ class FakeCloudflare(FakeService):
             self._wrong.clear()
 
     def stop(self) -> None:
+        if self._batch_server is not None:
+            self._batch_server.should_exit = True
+        if self._batch_thread is not None:
+            self._batch_thread.join(timeout=10)
         super().stop()
         self._tmp.cleanup()
 
@@ -296,6 +456,12 @@ class FakeCloudflare(FakeService):
 
     # --- the app ------------------------------------------------------------------------------
     def build_app(self) -> ASGIApp:
+        """One app for both ports (built once): the gate tells the API port from the batch port."""
+        if self._app is None:
+            self._app = self._build_app()
+        return self._app
+
+    def _build_app(self) -> ASGIApp:
         app = FastAPI()
         base = self.base_path
 
@@ -321,6 +487,13 @@ class FakeCloudflare(FakeService):
                 return await self._store_image(form)
             finally:
                 await form.close()
+
+        @app.get(f"{base}/images/v1/batch_token")
+        async def batch_token() -> Response:
+            if self.batch_refused is not None:
+                status, code, message = self.batch_refused
+                return failure(status, code, message)
+            return JSONResponse(envelope_success(self.issue_batch_token()))
 
         @app.get(f"{base}/images/v1/stats")
         async def image_stats() -> Response:
@@ -583,18 +756,36 @@ class FakeCloudflare(FakeService):
 
 
 class _Gate:
-    """ASGI middleware in front of the app: Cloudflare's auth, the account's quota, Stream's tus chunk
-    rules, and the scripted wrong answers."""
+    """ASGI middleware in front of the app: the added latency, the account limit, Cloudflare's auth (API
+    token on the API port, batch tokens and their limit on the batch port), the account's quota, Stream's
+    tus chunk rules, and the scripted wrong answers."""
+
+    #: What the batch host serves (the documented list, as far as the sinks use it): method, path pattern.
+    BATCH_ROUTES = (("POST", "/images/v1"), ("GET", "/images/v1/"), ("DELETE", "/images/v1/"),
+                    ("PATCH", "/images/v1/"))
 
     def __init__(self, app: ASGIApp, fake: FakeCloudflare) -> None:
         self.app = app
         self.fake = fake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/client/v4/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.fake.latency:
+            await asyncio.sleep(self.fake.latency)
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if (scope.get("server") or ("", 0))[1] == self.fake.batch_port:
+            await self._batch_host(scope, receive, send, headers)
+            return
+        if not scope["path"].startswith("/client/v4/"):
+            await self.app(scope, receive, send)
+            return
+        wait = self.fake.account_wait()
+        if wait is not None:
+            await self._refuse(scope, receive, send, 429, 971, "Please wait and consider throttling your request "
+                               "speed", {"retry-after": str(math.ceil(wait))})
+            return
         parts = scope["path"].split("/")  # '', client, v4, accounts, <id>, ...
         if headers.get("authorization") != f"Bearer {self.fake.token}":
             await self._refuse(scope, receive, send, 401, 10000, "Authentication error")
@@ -602,7 +793,33 @@ class _Gate:
         if len(parts) < 5 or parts[3] != "accounts" or parts[4] != self.fake.account_id:
             await self._refuse(scope, receive, send, 403, 10000, "Authentication error")
             return
-        wrong = self.fake.take_misanswer(scope["method"], scope["path"])
+        await self._handle(scope, receive, send, parts, headers)
+
+    async def _batch_host(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        """The batch host: the account API's own Images handlers, reached with a batch token."""
+        method, path = scope["method"], scope["path"]
+        served = any(method == m and (path == p if not p.endswith("/") else path.startswith(p) and path != p)
+                     for m, p in self.BATCH_ROUTES)
+        if not served or path in ("/images/v1/batch_token", "/images/v1/stats"):
+            await self._refuse(scope, receive, send, 404, 10003, f"No route for {method} {path} on the batch host")
+            return
+        authorization = headers.get("authorization", "")
+        problem = self.fake.batch_token_problem(authorization)
+        if problem is not None:
+            await self._refuse(scope, receive, send, 401, 10000, f"Authentication error ({problem})")
+            return
+        wait = self.fake.batch_wait(authorization)
+        if wait is not None:
+            await self._refuse(scope, receive, send, 429, 971, "Please wait and consider throttling your request "
+                               "speed", {"retry-after": str(max(1, math.ceil(wait)))})
+            return
+        base = self.fake.base_path
+        inner = {**scope, "path": base + path, "raw_path": base.encode() + scope.get("raw_path", path.encode())}
+        await self._handle(inner, receive, send, inner["path"].split("/"), headers, logged_path=path)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, parts: list[str], headers: dict[str, str],
+                      logged_path: str | None = None) -> None:
+        wrong = self.fake.take_misanswer(scope["method"], logged_path or scope["path"])
         if wrong is None:
             await self._dispatch(scope, receive, send, parts, headers)
             return
@@ -690,7 +907,7 @@ class _Gate:
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: int,
-                      message: str) -> None:
+                      message: str, extra: dict[str, str] | None = None) -> None:
         while True:  # read the body first so the client sees the answer, not a reset
             msg = await receive()
             if msg["type"] != "http.request" or not msg.get("more_body"):
@@ -698,6 +915,7 @@ class _Gate:
         body = json.dumps(envelope_failure(code, message)).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode()),
+                                *((k.encode(), v.encode()) for k, v in (extra or {}).items())]})
         await send({"type": "http.response.body", "body": body})
 
