@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -12,6 +13,26 @@ class Kind(StrEnum):
     IMAGE = "image"
     VIDEO = "video"
     OTHER = "other"
+
+
+#: Entry.metadata key of an object that is listed but cannot be copied; its value is the reason to record.
+SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object as a listing reports it: what a catalog records without reading the object.
+
+    `metadata` uses the app table's names where they apply (`dateTaken` as ISO 8601, `gpsCoordinates` as
+    "lat,lon"), plus source-specific keys and `SKIP`.
+    """
+
+    key: str  # readable with stat/open, by this instance and by a new one (another process)
+    size: int
+    etag: str | None = None  # ETag or checksum: with size and modified, what tells a changed object
+    content_type: str | None = None  # None when the listing does not say (S3 listings never do)
+    modified: datetime | None = None  # timezone-aware
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,17 @@ def _glob_regex(glob: str) -> str:
             out.append(glob[i] if glob[i].isalnum() or glob[i] in "/_ " else "\\" + glob[i])
             i += 1
     return "".join(out)
+
+
+@dataclass
+class ScanCounts:
+    """What one `filesync scan` did to the catalog."""
+
+    listed: int = 0
+    added: int = 0
+    changed: int = 0  # bytes or metadata changed: updated (bytes: copied again)
+    gone: int = 0  # no longer in the source: kept in the catalog, not copied
+    skipped: int = 0  # listed, but the source has no bytes to give (a Google Docs file)
 
 
 @dataclass(frozen=True)

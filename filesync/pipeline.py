@@ -33,6 +33,7 @@ from filesync.observer import Observer
 from filesync.outcomes import Outcomes
 from filesync.paths import UnsafePath, safe_relative
 from filesync.retry import Action, Decision, RetryPolicy
+from filesync.scan import scan
 from filesync.sinks import Sink, check_accepts
 from filesync.sources.reader import open_seekable
 
@@ -130,6 +131,8 @@ class Pipeline:
         status, error = "ok", None
         try:
             released = ledger.release_dead_on_host(host_prefix(self.config.worker_id), self.worker)
+            if self.config.catalog:
+                scan(self.app)
             window = None if self.tick_started is None else time.monotonic() - self.tick_started + 1.0
             added = ledger.enqueue(window)
             requeued = ledger.requeue_for_routes(self.config.routes, self.app.routes.sinks_for)

@@ -219,6 +219,11 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             default="filesync", parse=identifier, group="Database"),
     Setting("FILESYNC_FILES_TABLE", "The app's table listing files (`schema.table` allowed).",
             default="File", parse=qualified_name, group="Database"),
+    Setting("FILESYNC_CATALOG", "No app table: take the work from filesync's own catalog of the source instead "
+            "(`filesync scan` fills it; every run scans first). For mirroring a bucket or a Drive folder.",
+            default="false", parse=boolean, group="Database"),
+    Setting("FILESYNC_SCAN_PREFIX", "With FILESYNC_CATALOG: only objects whose key starts with this.", default="",
+            group="Database"),
     Setting("FILESYNC_ID_COLUMN", "Column with the file's id (text, uuid or integer).", default="id",
             parse=identifier, group="Database"),
     Setting("FILESYNC_PATH_COLUMN", "Column with the object key in the bucket.", default="path",
@@ -462,6 +467,12 @@ class AppTable:
     copied: str
 
 
+def catalog_table(schema: str) -> AppTable:
+    """filesync's catalog, seen as an app table (migration 0007's catalog_files view): the key is id and path."""
+    return AppTable(table=(schema, "catalog_files"), id="key", path="key", date_taken="date_taken", gps="gps",
+                    copied="copied")
+
+
 @dataclass(frozen=True)
 class Config:
     """The validated core settings; sinks and the source validate their own."""
@@ -482,6 +493,8 @@ class Config:
     lease_seconds: int
     claim_batch: int
     max_files: int
+    catalog: bool
+    scan_prefix: str
     run_retries: int
     worker_id: str
 
@@ -494,7 +507,7 @@ class Config:
             database_url=v["DATABASE_URL"],
             home=Path(v["FILESYNC_HOME"]).expanduser(),
             schema=v["FILESYNC_SCHEMA"],
-            app=AppTable(
+            app=catalog_table(v["FILESYNC_SCHEMA"]) if v["FILESYNC_CATALOG"] else AppTable(
                 table=v["FILESYNC_FILES_TABLE"],
                 id=v["FILESYNC_ID_COLUMN"],
                 path=v["FILESYNC_PATH_COLUMN"],
@@ -502,6 +515,8 @@ class Config:
                 gps=v["FILESYNC_GPS_COLUMN"],
                 copied=v["FILESYNC_COPIED_COLUMN"],
             ),
+            catalog=v["FILESYNC_CATALOG"],
+            scan_prefix=v["FILESYNC_SCAN_PREFIX"],
             source=v["FILESYNC_SOURCE"],
             routes=v["FILESYNC_ROUTES"],
             concurrency=v["FILESYNC_CONCURRENCY"],

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from filesync.model import FileTask, RemoteObject, RunSummary, Selection
+from filesync.model import Entry, FileTask, RemoteObject, RunSummary, ScanCounts, Selection
 
 SinksFor = Callable[[str], list[str]]
 #: (file id, path, state, sink, remote id, url); sink is None for a file with no copy yet.
@@ -130,6 +130,14 @@ class Ledger(Protocol):
 
     def finish_run(self, run_id: int, summary: RunSummary, status: str, error: str | None = None) -> None:
         """Close the run record with its counts."""
+
+    def scan(self, entries: Iterable[Entry], prefix: str = "", page: int = 1000) -> ScanCounts | None:
+        """Record a source listing in the catalog: new objects added, changed ones updated with their flag
+        cleared (copied again), unchanged ones not written, the ones under `prefix` it lacks marked gone.
+        None when another worker is scanning."""
+
+    def catalog_counts(self) -> tuple[int, int, int, int]:
+        """(objects, gone, skipped, copied) in the catalog."""
 
     def rows_without_id(self) -> int:
         """App rows not copied whose id is NULL: they cannot be tracked, so they are reported, not copied."""

@@ -324,3 +324,43 @@ WHERE r.status = 'running' AND r.id <> %(current)s
 -- Runs whose process died before finishing them become `abandoned`; finished_at stays empty (when is unknown).
 UPDATE {schema}.runs SET status = 'abandoned', error = %(error)s
 WHERE id = ANY(%(ids)s) AND status = 'running'
+
+-- name: catalog_scan_lock
+-- One scan at a time per schema: replicas that scan before their runs do not list the source together.
+SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0))
+
+-- name: catalog_seen_table
+-- The keys one scan lists, in a temporary table of its session: what is not there is gone from the source.
+CREATE TEMPORARY TABLE IF NOT EXISTS scan_seen (key text PRIMARY KEY) ON COMMIT DROP
+
+-- name: catalog_seen
+-- Remember a page of listed keys for the gone-from-source pass.
+INSERT INTO scan_seen (key) SELECT unnest(%(keys)s::text[]) ON CONFLICT DO NOTHING
+
+-- name: catalog_upsert
+-- A page of listed objects: new ones are added; one whose ETag, size or metadata changed is updated and its
+-- flag cleared (its bytes changed: copied again, replacing the old copy); an unchanged one is not written.
+INSERT INTO {schema}.catalog AS c (key, size, etag, content_type, modified, metadata)
+SELECT * FROM unnest(%(keys)s::text[], %(sizes)s::bigint[], %(etags)s::text[], %(types)s::text[],
+                     %(modified)s::timestamptz[], %(metadata)s::jsonb[])
+ON CONFLICT (key) DO UPDATE
+SET size = EXCLUDED.size, etag = EXCLUDED.etag, content_type = EXCLUDED.content_type,
+    modified = EXCLUDED.modified, metadata = EXCLUDED.metadata, gone = false, changed_at = now(),
+    copied = CASE WHEN (c.etag, c.size) IS DISTINCT FROM (EXCLUDED.etag, EXCLUDED.size)
+                    OR (EXCLUDED.etag IS NULL AND c.modified IS DISTINCT FROM EXCLUDED.modified)  -- no checksum
+                  THEN false ELSE c.copied END
+WHERE (c.etag, c.size, c.modified, c.metadata, c.gone)
+      IS DISTINCT FROM (EXCLUDED.etag, EXCLUDED.size, EXCLUDED.modified, EXCLUDED.metadata, false)
+RETURNING (xmax = 0) AS added
+
+-- name: catalog_gone
+-- Objects under the scanned prefix that the listing did not return: gone from the source (kept, not copied).
+UPDATE {schema}.catalog AS c SET gone = true, changed_at = now()
+WHERE NOT c.gone AND left(c.key, length(%(prefix)s)) = %(prefix)s
+  AND NOT EXISTS (SELECT 1 FROM scan_seen s WHERE s.key = c.key)
+
+-- name: catalog_counts
+-- The catalog at a glance: objects, gone, skipped (no bytes to copy), copied.
+SELECT count(*), count(*) FILTER (WHERE gone), count(*) FILTER (WHERE skip IS NOT NULL),
+       count(*) FILTER (WHERE copied)
+FROM {schema}.catalog

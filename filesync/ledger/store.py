@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from filesync.errors import ErrorClass, LeaseLost, RowChanged
 from filesync.ledger import app_table, migrations
@@ -29,7 +30,7 @@ from filesync.ledger.base import (
 )
 from filesync.ledger.db import Database
 from filesync.ledger.sql import Queries
-from filesync.model import FileTask, RemoteObject, RunSummary, Selection
+from filesync.model import SKIP, Entry, FileTask, RemoteObject, RunSummary, ScanCounts, Selection
 from filesync.settings import AppTable
 
 log = structlog.get_logger("filesync")
@@ -272,6 +273,49 @@ class PostgresLedger:
                  "error": error},
             )
 
+    def scan(self, entries: Iterable[Entry], prefix: str = "", page: int = 1000) -> ScanCounts | None:
+        """Record a listing in the catalog, page by page in one transaction: new objects added, changed ones
+        updated (their flag cleared), unchanged ones not written, those the listing lacks marked gone. None
+        when another worker is scanning right now."""
+        counts = ScanCounts()
+        with self.db.transaction() as conn:
+            row = conn.execute(self.q["catalog_scan_lock"], {"key": f"filesync:{self.schema}:scan"}).fetchone()
+            if not (row and row[0]):
+                return None
+            conn.execute(self.q["catalog_seen_table"])
+            batch: list[Entry] = []
+            for entry in entries:
+                batch.append(entry)
+                if len(batch) >= page:
+                    self._scan_page(conn, batch, counts)
+                    batch = []
+            self._scan_page(conn, batch, counts)
+            counts.gone = conn.execute(self.q["catalog_gone"], {"prefix": prefix}).rowcount
+        return counts
+
+    def _scan_page(self, conn: Any, batch: list[Entry], counts: ScanCounts) -> None:
+        if not batch:
+            return
+        counts.listed += len(batch)
+        counts.skipped += sum(1 for e in batch if SKIP in e.metadata)
+        keys = [e.key for e in batch]
+        conn.execute(self.q["catalog_seen"], {"keys": keys})
+        written = conn.execute(self.q["catalog_upsert"], {
+            "keys": keys, "sizes": [e.size for e in batch], "etags": [e.etag for e in batch],
+            "types": [e.content_type for e in batch], "modified": [e.modified for e in batch],
+            "metadata": [Jsonb(dict(e.metadata)) for e in batch],
+        }).fetchall()
+        added = sum(1 for (new,) in written if new)
+        counts.added += added
+        counts.changed += len(written) - added
+
+    def catalog_counts(self) -> tuple[int, int, int, int]:
+        """(objects, gone, skipped, copied) in the catalog."""
+        with self.db.transaction() as conn:
+            row = conn.execute(self.q["catalog_counts"]).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
     def rows_without_id(self) -> int:
         with self.db.transaction() as conn:
             row = conn.execute(self.q["rows_without_id"]).fetchone()
@@ -303,7 +347,10 @@ class PostgresLedger:
             return [tuple(row) for row in conn.execute(self.q["destinations"])]
 
     def not_copied_index_hint(self) -> str | None:
-        """None when the app's table has a partial index over its copied flag; else the index to create."""
+        """None when the app's table has a partial index over its copied flag; else the index to create.
+        The catalog has its own (migration 0007)."""
+        if self.app.table == (self.schema, "catalog_files"):
+            return None
         schema, table = (None, self.app.table[0]) if len(self.app.table) == 1 else self.app.table
         with self.db.transaction() as conn:
             defs = [r[0] for r in conn.execute(self.q["app_partial_indexes"], {"schema": schema, "table": table})]

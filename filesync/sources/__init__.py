@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, BinaryIO, ClassVar, Protocol
 
 from filesync.errors import ConfigError
+from filesync.model import SKIP, Entry
+
+__all__ = ["GROUP", "SKIP", "Entry", "ObjectInfo", "Source", "SourceContext", "load"]
 from filesync.settings import Setting
 
 GROUP = "filesync.sources"
@@ -27,26 +29,6 @@ class ObjectInfo:
     size: int
     content_type: str | None = None
     etag: str | None = None
-
-
-#: Entry.metadata key of an object that is listed but cannot be copied; its value is the reason to record.
-SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One object as a listing reports it: what a catalog records without reading the object.
-
-    `metadata` uses the app table's names where they apply (`dateTaken` as ISO 8601, `gpsCoordinates` as
-    "lat,lon"), plus source-specific keys and `SKIP`.
-    """
-
-    key: str  # readable with stat/open, by this instance and by a new one (another process)
-    size: int
-    etag: str | None = None  # ETag or checksum: with size and modified, what tells a changed object
-    content_type: str | None = None  # None when the listing does not say (S3 listings never do)
-    modified: datetime | None = None  # timezone-aware
-    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 class Source(Protocol):

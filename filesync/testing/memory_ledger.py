@@ -18,7 +18,7 @@ from typing import Any
 
 from filesync.errors import LeaseLost, RowChanged
 from filesync.ledger.base import CopiedTransfer, Destination, Ledger, Problem, SinksFor, dead_owners
-from filesync.model import FileTask, RemoteObject, RunSummary, Selection
+from filesync.model import SKIP, Entry, FileTask, RemoteObject, RunSummary, ScanCounts, Selection
 
 
 @dataclass
@@ -78,6 +78,7 @@ class MemoryStore:
     runs: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
     names: dict[tuple[str, str], str] = field(default_factory=dict)  # (sink, name) -> owning file id
+    catalog: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # key -> (etag, size, modified, metadata)
     lock: threading.RLock = field(default_factory=threading.RLock)
     enqueue_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -318,6 +319,39 @@ class MemoryLedger:
             self.store.runs[run_id - 1].update(
                 status=status, finished_at=self._now(), copied=summary.copied, skipped=summary.skipped,
                 failed=summary.failed, retry_later=summary.retry_later, bytes=summary.bytes, error=error)
+
+    def scan(self, entries: Iterable[Entry], prefix: str = "", page: int = 1000) -> ScanCounts | None:
+        counts, seen = ScanCounts(), set()
+        with self.store.lock:
+            for e in entries:
+                counts.listed += 1
+                seen.add(e.key)
+                if SKIP in e.metadata:
+                    counts.skipped += 1
+                    continue
+                known = self.store.catalog.get(e.key)
+                now = (e.etag, e.size, e.modified, dict(e.metadata))
+                if known == now and e.key in self.store.app:
+                    continue
+                row = self.store.app.get(e.key)
+                changed = row is not None and (known is None or known[:2] != now[:2])
+                if row is None:
+                    counts.added += 1
+                else:
+                    counts.changed += 1
+                self.store.catalog[e.key] = now
+                self.store.app[e.key] = AppRow(path=e.key, date_taken=e.metadata.get("dateTaken"),
+                                               gps=e.metadata.get("gpsCoordinates"),
+                                               copied=bool(row and row.copied and not changed))
+            for key in [k for k in self.store.app if k.startswith(prefix) and k not in seen]:
+                del self.store.app[key]  # gone from the source: no longer copied
+                counts.gone += 1
+        return counts
+
+    def catalog_counts(self) -> tuple[int, int, int, int]:
+        with self.store.lock:
+            copied = sum(1 for k in self.store.catalog if (r := self.store.app.get(k)) and r.copied)
+            return len(self.store.catalog), 0, 0, copied
 
     def rows_without_id(self) -> int:
         return 0  # the memory app table is keyed by id: it cannot hold a row without one
