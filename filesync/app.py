@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from filesync import logs, schedule
+from filesync import alerts, logs, schedule, stats, transforms
 from filesync import sinks as sink_registry
 from filesync import sources as source_registry
 from filesync.errors import ConfigError
@@ -31,7 +31,7 @@ from filesync.sinks import Sink, SinkContext
 from filesync.sources import Source, SourceContext
 
 # Imported for their settings: they register them into the settings registry when imported.
-_FEATURES = (logs, schedule)
+_FEATURES = (logs, schedule, stats, alerts, transforms)
 
 
 T = TypeVar("T")
@@ -52,6 +52,7 @@ class Resolved:
     source_cls: type[Source]
     source_values: Any
     sinks: dict[str, tuple[type[Sink], Any]]
+    transforms: dict[str, transforms.TransformSpec]
 
 
 def resolve_settings(env: Environment) -> Resolved:
@@ -75,11 +76,16 @@ def resolve_settings(env: Environment) -> Resolved:
             sinks[name] = (sink_cls, attempt(partial(env.load, sink_cls.Settings)))
     if routes is not None:  # a kind routed to a destination that cannot take it would fail every file
         attempt(partial(routes.check_kinds, {name: cls_.capabilities.kinds for name, (cls_, _) in sinks.items()}))
+    specs = attempt(partial(env.get_value, transforms.TRANSFORMS_SETTING)) or {}
+    unrouted = sorted(set(specs) - set(sinks)) if routes is not None else []
+    if unrouted:
+        problems.lines.append(f"FILESYNC_TRANSFORMS names {', '.join(unrouted)}, which no route in "
+                              "FILESYNC_ROUTES sends to")
     attempt(partial(env.resolve, logs.LOG_SETTINGS))
     attempt(partial(env.resolve, schedule.DAEMON_SETTINGS))
     problems.raise_any()
     assert config is not None and routes is not None and source_cls is not None
-    return Resolved(config, routes, source_cls, source_values, sinks)
+    return Resolved(config, routes, source_cls, source_values, sinks, specs)
 
 
 class _Problems:
@@ -107,6 +113,8 @@ class App:
     source: Source
     routes: Routes
     sinks: dict[str, Sink] = field(default_factory=dict)
+    #: FILESYNC_TRANSFORMS; a destination it does not name gets its default (`fit` for Cloudflare Images)
+    transforms: dict[str, transforms.TransformSpec] = field(default_factory=dict)
 
     @classmethod
     def build(cls, env: Environment | None = None) -> App:
@@ -132,7 +140,8 @@ class App:
         url = config.database_url or embedded_url(config.home)
         db = Database(url, max_size=config.concurrency + 4)
         ledger: Ledger = PostgresLedger(db, config.schema, config.app)
-        return cls(config=config, ledger=ledger, source=source, routes=resolved.routes, sinks=sinks)
+        return cls(config=config, ledger=ledger, source=source, routes=resolved.routes, sinks=sinks,
+                   transforms=resolved.transforms)
 
     def close(self) -> None:
         for sink in self.sinks.values():

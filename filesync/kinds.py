@@ -76,8 +76,29 @@ def image_size(head: bytes) -> tuple[int, int] | None:
             register_heif_opener()
         except ImportError:  # pragma: no cover - optional codec
             pass
-        with Image.open(io.BytesIO(head)) as img:
-            width, height = img.size
-            return int(width), int(height)
+        try:
+            with Image.open(io.BytesIO(head)) as img:
+                width, height = img.size
+                return int(width), int(height)
+        except Image.DecompressionBombError:
+            return _header_size(head)  # a bomb still has a size: the transform step refuses it by it
     except Exception:
         return None
+
+
+def _header_size(head: bytes) -> tuple[int, int] | None:
+    """The size a header declares, read by Pillow's format plugins without Image.open's bomb check."""
+    from PIL import Image
+
+    Image.init()
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(head[:16]):
+            continue
+        try:
+            img = factory(io.BytesIO(head), "")
+        except Exception:
+            continue
+        width, height = img.size
+        return int(width), int(height)
+    return None

@@ -49,11 +49,12 @@ class SourceObject:
     etag: str | None = None
     width: int | None = None
     height: int | None = None
+    ext_override: str | None = None  # a derived copy's extension (a HEIC sent as JPEG names itself .jpg)
 
     @property
     def ext(self) -> str:
         """The key's extension, lower case with its dot ('' when there is none)."""
-        return PurePosixPath(self.path).suffix.lower()
+        return self.ext_override if self.ext_override is not None else PurePosixPath(self.path).suffix.lower()
 
     @property
     def name(self) -> str:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -38,9 +39,11 @@ class Outcomes:
 
     # --- transfers (one file, one destination) -----------------------------------------------------
     def transfer_done(self, task: FileTask, obj: SourceObject, sink: str, remote: RemoteObject,
-                      routed: Sequence[str], started: float) -> bool:
-        """A confirmed copy. True when every routed destination now holds the file (flag set)."""
-        complete = self.ledger.record_done(self.worker, task.file_id, sink, remote, routed, path=task.path)
+                      routed: Sequence[str], started: float, derivation: Mapping[str, Any] | None = None) -> bool:
+        """A confirmed copy (of `obj`: what was sent, derived or not). True when every routed destination now
+        holds the file (flag set)."""
+        complete = self.ledger.record_done(self.worker, task.file_id, sink, remote, routed, path=task.path,
+                                           derivation=derivation)
         outcome = "existed" if remote.existed else "copied"
         sent = 0 if remote.existed else obj.size
         with self._lock:

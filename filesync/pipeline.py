@@ -11,12 +11,12 @@ import contextvars
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
 
-from filesync import kinds, metrics, redaction
+from filesync import kinds, metrics, redaction, transforms
 from filesync.app import App, all_settings
 from filesync.errors import (
     ErrorClass,
@@ -381,7 +381,12 @@ class Pipeline:
 
     def _transfer(self, task: FileTask, obj: SourceObject, sink_name: str, routed: list[str]) -> bool:
         sink = self.app.sinks[sink_name]
-        with structlog.contextvars.bound_contextvars(sink=sink_name):
+        with structlog.contextvars.bound_contextvars(sink=sink_name), contextlib.ExitStack() as stack:
+            derived = self._derive(obj, sink_name, sink)
+            if derived is not None:
+                stack.callback(derived.close)
+                obj = replace(obj, size=derived.size, mime=derived.mime, width=derived.width,
+                              height=derived.height, ext_override=derived.ext)
             check_accepts(sink_name, sink.capabilities, obj)
             name = sink.name_of(obj)
             if name is not None:
@@ -394,10 +399,32 @@ class Pipeline:
                                       replace=sink_name in task.replace_sinks)
             started = time.monotonic()
             self.observer.transfer_started(task.file_id, obj.path, sink_name, obj.size)
-            remote = self.policy.call(lambda: self._upload_once(sink, obj, session),
+            sent = obj
+            remote = self.policy.call(lambda: self._upload_once(sink, sent, session, derived),
                                       on_retry=lambda exc, wait: self.outcomes.retried(sink_name, exc, wait))
             self._streak(sink_name, failed=False)
-            return self.outcomes.transfer_done(task, obj, sink_name, remote, routed, started)
+            return self.outcomes.transfer_done(task, obj, sink_name, remote, routed, started,
+                                               derivation=_derivation(derived) if derived else None)
+
+    def _derive(self, obj: SourceObject, sink_name: str, sink: Sink) -> transforms.Derived | None:
+        """The copy FILESYNC_TRANSFORMS asks this destination to get (fitted to its limits, converted, or
+        compressed), made once per transfer; None when the original goes as it is. Videos never change."""
+        if obj.kind is not Kind.IMAGE:
+            return None
+        spec = transforms.spec_for(sink_name, self.app.transforms)
+        plan = transforms.plan(spec, obj.mime, obj.size, obj.width, obj.height, sink.capabilities)
+        if plan is None:
+            return None
+
+        def derive() -> transforms.Derived:
+            self.touch(obj.file_id)
+            with open_seekable(self.app.source, obj.path, obj.size, timeout=self.config.http_timeout) as body:
+                return transforms.apply(plan, body, obj.size)
+
+        derived = self.policy.call(derive)
+        log.info("image_derived", sink=sink_name, transform=str(spec), description=derived.description,
+                 original_bytes=obj.size, sent_bytes=derived.size)
+        return derived
 
     def _streak(self, sink: str, *, failed: bool) -> bool:
         """Count transfers to `sink` that failed in a row after their retries; True when the streak reaches
@@ -406,10 +433,25 @@ class Pipeline:
             self._failing[sink] = self._failing.get(sink, 0) + 1 if failed else 0
             return self._failing[sink] >= STREAK
 
-    def _upload_once(self, sink: Sink, obj: SourceObject, session: TransferSession) -> RemoteObject:
+    def _upload_once(self, sink: Sink, obj: SourceObject, session: TransferSession,
+                     derived: transforms.Derived | None = None) -> RemoteObject:
         self.touch(obj.file_id)  # each attempt is a sign of life, even for sinks that send in one request
+        if derived is not None:
+            derived.body.seek(0)
+            return sink.upload(obj, derived.body, session)  # type: ignore[arg-type]
         with open_seekable(self.app.source, obj.path, obj.size, timeout=self.config.http_timeout) as body:
             return sink.upload(obj, body, session)
+
+
+def _derivation(derived: transforms.Derived) -> dict[str, object]:
+    """What the ledger records of a derived copy (and `filesync report` shows)."""
+    original = derived.original
+    return {
+        "original": {"size": original.size, "width": original.width, "height": original.height,
+                     "mime": original.mime},
+        "sent": {"size": derived.size, "width": derived.width, "height": derived.height, "mime": derived.mime},
+        "description": derived.description,
+    }
 
 
 #: Valid timestamps that no metadata date can carry: the file is copied without its date.

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from filesync.model import Entry, FileTask, RemoteObject, RunSummary, ScanCounts, Selection
 
@@ -104,10 +104,12 @@ class Ledger(Protocol):
         """Durably store (or clear) a transfer's resume token (a tus URL) before bytes move."""
 
     def record_done(self, worker: str, file_id: str, sink: str, remote: RemoteObject,
-                    routed: Sequence[str], path: str | None = None) -> bool:
+                    routed: Sequence[str], path: str | None = None,
+                    derivation: Mapping[str, Any] | None = None) -> bool:
         """The transfer is done; when every routed destination is, the file is done and the app's flag set,
         in the same transaction. True when the file is complete. With `path` (where the bytes were read),
-        a row that moved meanwhile records nothing: RowChanged, and the transfer is marked to replace."""
+        a row that moved meanwhile records nothing: RowChanged, and the transfer is marked to replace.
+        `derivation` says what a fitted or converted copy was made from (FILESYNC_TRANSFORMS)."""
 
     def mark_complete(self, worker: str, file_id: str, routed: Sequence[str]) -> bool:
         """Set the file done and the flag if every routed transfer is already done. True when complete."""

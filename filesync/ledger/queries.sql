@@ -164,11 +164,13 @@ ON CONFLICT (file_id, sink) DO UPDATE SET resume_token = EXCLUDED.resume_token, 
 -- name: transfer_done
 -- One destination holds the file: its remote id, URL, bytes and checksum; the replace mark is cleared.
 INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, remote_id, remote_url, bytes, checksum,
-                                     done_at, resume_token)
-VALUES (%(file_id)s, %(sink)s, 'done', 1, %(remote_id)s, %(url)s, %(bytes)s, %(checksum)s, now(), NULL)
+                                     done_at, resume_token, derivation)
+VALUES (%(file_id)s, %(sink)s, 'done', 1, %(remote_id)s, %(url)s, %(bytes)s, %(checksum)s, now(), NULL,
+        %(derivation)s)
 ON CONFLICT (file_id, sink) DO UPDATE
 SET state = 'done', attempts = t.attempts + 1, remote_id = EXCLUDED.remote_id, remote_url = EXCLUDED.remote_url,
     bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum, done_at = now(), resume_token = NULL, replace = false,
+    derivation = EXCLUDED.derivation,
     error_class = NULL, error_status = NULL, error = NULL, updated_at = now()
 
 -- name: transfer_failed
@@ -187,7 +189,9 @@ SELECT sink FROM {schema}.transfers WHERE file_id = %(file_id)s AND state = 'don
 -- Every routed destination holds the file: done, lease and error cleared.
 UPDATE {schema}.files
 SET state = 'done', claimed_by = NULL, claimed_until = NULL, error_class = NULL, error_status = NULL,
-    error = NULL, done_at = now(), updated_at = now()
+    error = NULL, done_at = now(), updated_at = now(),
+    run_id = (SELECT r.id FROM {schema}.runs AS r WHERE r.worker = {schema}.files.claimed_by AND r.status = 'running'
+              ORDER BY r.id DESC LIMIT 1)
 WHERE file_id = %(file_id)s
 
 -- name: mark_app_copied
@@ -207,6 +211,8 @@ SET attempts = attempts + CASE WHEN %(count)s THEN 1 ELSE 0 END,
     state = CASE WHEN %(park)s THEN 'failed' ELSE 'pending' END,
     next_attempt_at = now() + make_interval(secs => %(retry_in)s),
     error_class = %(error_class)s, error_status = %(status)s, error = %(error)s,
+    run_id = (SELECT r.id FROM {schema}.runs AS r WHERE r.worker = {schema}.files.claimed_by AND r.status = 'running'
+              ORDER BY r.id DESC LIMIT 1),
     claimed_by = NULL, claimed_until = NULL, updated_at = now()
 WHERE file_id = %(file_id)s
 RETURNING state, attempts
@@ -215,6 +221,8 @@ RETURNING state, attempts
 -- No route for the file's type: skipped with the reason until the routes change.
 UPDATE {schema}.files
 SET state = 'skipped', error_class = 'unsupported', error_status = NULL, error = %(reason)s,
+    run_id = (SELECT r.id FROM {schema}.runs AS r WHERE r.worker = {schema}.files.claimed_by AND r.status = 'running'
+              ORDER BY r.id DESC LIMIT 1),
     claimed_by = NULL, claimed_until = NULL, updated_at = now()
 WHERE file_id = %(file_id)s
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -186,7 +186,7 @@ class PostgresLedger:
 
     def record_done(
         self, worker: str, file_id: str, sink: str, remote: RemoteObject, routed: Sequence[str],
-        path: str | None = None,
+        path: str | None = None, derivation: Mapping[str, Any] | None = None,
     ) -> bool:
         """Record one confirmed transfer; when every routed sink is done, mark the file and the app's flag
         in the same transaction. Returns True when the file is now complete. With `path` (the path the bytes
@@ -197,7 +197,8 @@ class PostgresLedger:
                 conn.execute(
                     self.q["transfer_done"],
                     {"file_id": file_id, "sink": sink, "remote_id": remote.remote_id, "url": remote.url,
-                     "bytes": remote.size, "checksum": remote.checksum},
+                     "bytes": remote.size, "checksum": remote.checksum,
+                     "derivation": Jsonb(dict(derivation)) if derivation else None},
                 )
                 return self._complete_if_done(conn, file_id, routed)
             conn.execute(self.q["transfer_stale"], {"file_id": file_id, "sink": sink})

@@ -11,7 +11,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +65,7 @@ class TransferRow:
     error: str | None = None
     done_at: datetime | None = None
     replace: bool = False
+    derivation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -242,7 +243,8 @@ class MemoryLedger:
             self._transfer(file_id, sink).resume_token = token
 
     def record_done(self, worker: str, file_id: str, sink: str, remote: RemoteObject,
-                    routed: Sequence[str], path: str | None = None) -> bool:
+                    routed: Sequence[str], path: str | None = None,
+                    derivation: Mapping[str, Any] | None = None) -> bool:
         with self.store.lock:
             f = self._leased(worker, file_id)
             t = self._transfer(file_id, sink)
@@ -250,6 +252,7 @@ class MemoryLedger:
                 t.state, t.replace, t.resume_token = "pending", True, None
                 raise RowChanged(f"file {file_id} moved from {path!r} to {f.path!r} while it was copied")
             t.replace = False
+            t.derivation = dict(derivation) if derivation else None
             t.state, t.attempts, t.remote_id, t.remote_url = "done", t.attempts + 1, remote.remote_id, remote.url
             t.bytes, t.checksum, t.done_at, t.resume_token = remote.size, remote.checksum, self._now(), None
             t.error_class = t.error = None

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from PIL import features
 
+from filesync.settings import Setting, register
+
 #: Compression profiles: the format each one writes.
 PROFILES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
 _ALIASES = {"off": "none", "jpg": "jpeg"}
@@ -99,6 +101,15 @@ def parse_spec(text: str) -> TransformSpec:
         else:
             raise ValueError(f"unknown option {opt!r} (known: q=, max=, exif=)")
     return spec
+
+
+TRANSFORMS_SETTING = register((
+    Setting("FILESYNC_TRANSFORMS", "Image transforms per destination, `sink=spec;...`: fit (the default for "
+            "cloudflare-images: oversized photos are resized to its limits instead of failing), none, jpeg, png, "
+            "webp, avif, with options q=N, max=PX, exif=keep|strip|strip-gps (default strip-gps), e.g. "
+            "`bunny=webp:q=80,max=2560`. Videos are never transformed.", default="", parse=parse_transforms,
+            group="Images"),
+))[0]
 
 
 def spec_for(sink_name: str, specs: dict[str, TransformSpec]) -> TransformSpec:

@@ -254,7 +254,8 @@ def test_a_permanent_refusal_parks_only_its_destination_and_a_transient_one_is_r
     with FakeCloudflare(token=CF_TOKEN) as cf:
         env = env_for(database_url, src, tmp_path / "out", bunny, "image/*=cloudflare-images,bunny",
                       CLOUDFLARE_ACCOUNT_ID=cf.account_id, CLOUDFLARE_API_TOKEN=CF_TOKEN,
-                      CLOUDFLARE_API_BASE=cf.api_base, FILESYNC_CLOUDFLARE_RPS="500")
+                      CLOUDFLARE_API_BASE=cf.api_base, FILESYNC_CLOUDFLARE_RPS="500",
+                      FILESYNC_TRANSFORMS="cloudflare-images=none")  # refused, not fitted
         bunny.fail_next(503, times=10)
 
         first = run(env)

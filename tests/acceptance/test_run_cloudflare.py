@@ -251,11 +251,12 @@ def test_kill_after_image_upload_before_marking(database_url: str, s3: S3Server,
 def test_image_over_cloudflare_limits_fails_before_any_upload(
     database_url: str, s3: S3Server, cf: FakeCloudflare
 ) -> None:
+    """With fitting switched off (FILESYNC_TRANSFORMS; it is on by default, see test_transforms_e2e)."""
     s3.put("wide.png", image_bytes("PNG", size=(13000, 4)), "image/png")
     s3.put("ok.png", image_bytes("PNG"), "image/png")
     add_rows(database_url, [("wide", "wide.png"), ("ok", "ok.png")])
 
-    summary = run_inprocess(base_env(database_url, s3, cf))
+    summary = run_inprocess(base_env(database_url, s3, cf, FILESYNC_TRANSFORMS="cloudflare-images=none"))
 
     assert (summary.copied, summary.failed) == (1, 1)
     row = ledger_rows(database_url)["wide"]
