@@ -9,8 +9,8 @@ Everything here only reads, except `retry` (the operator's command) and the aler
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -278,6 +278,13 @@ def status(ledger: Ledger, *, runs: int = 5, errors: int = 5, problems: int = 20
     )
 
 
+def errors(ledger: Ledger, limit: int = 5) -> list[ErrorCount]:
+    """The most common current errors of parked and waiting files, each with a count."""
+    pg = _pg(ledger)
+    with pg.db.transaction() as conn:
+        return [ErrorCount(*row) for row in conn.execute(_q(pg, "status_errors"), {"limit": limit})]
+
+
 def backlog(ledger: Ledger) -> int:
     """Files not done yet: due, waiting or in progress."""
     pg = _pg(ledger)
@@ -362,6 +369,104 @@ def retry(ledger: Ledger, selection: RetrySelection) -> int:
             return 0
         conn.execute(_q(pg, "retry_parked_transfers"), {"ids": ids, "sink": selection.sink})
         return int(conn.execute(_q(pg, "retry_files"), {"ids": ids}).rowcount)
+
+
+# --- a run's selection, the report, the dry run --------------------------------------------------------------
+
+
+def due_count(ledger: Ledger, selection: Selection) -> int:
+    """Due files the selection takes (its limit applied): the total a narrowed run's display counts down."""
+    pg = _pg(ledger)
+    with pg.db.transaction() as conn:
+        row = conn.execute(_q(pg, "due_selected"), {
+            "ids": sorted(selection.file_ids) if selection.file_ids is not None else None,
+            "path_re": selection.path_regex(), "since": selection.since, "until": selection.until,
+        }).fetchone()
+    n = int(row[0]) if row else 0
+    return n if selection.limit is None else min(n, selection.limit)
+
+
+def report_rows(ledger: Ledger, *, since: datetime | None = None, until: datetime | None = None,
+                state: str | None = None, sink: str | None = None, run_id: int | None = None,
+                batch: int = 2000) -> Iterator[ReportRow]:
+    """Every file at every destination, filtered, in file id order; streamed through a server-side cursor,
+    so a million rows never sit in memory (the transaction stays open while the caller iterates). `since`
+    and `until` bound when the row last changed; `run_id`: the files that run recorded an outcome for."""
+    pg = _pg(ledger)
+    params = {"since": since, "until": until, "state": state, "sink": sink, "run_id": run_id}
+    with pg.db.transaction() as conn, conn.cursor(name="filesync_report") as cursor:
+        cursor.itersize = batch
+        cursor.execute(_q(pg, "report_rows"), params)
+        for row in cursor:
+            yield ReportRow(*row)
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """What the dry run knows of one app row before it looks at the object: its ledger state, if any."""
+
+    file_id: str
+    path: str | None
+    date_taken: str | None
+    copied: bool
+    duplicates: int
+    state: str | None = None  # None: not in the ledger yet
+    ledger_path: str | None = None
+    attempts: int = 0
+    due_at: datetime | None = None
+    claimed: bool = False
+    error_class: str | None = None
+    error: str | None = None
+    mime: str | None = None
+    done_sinks: tuple[str, ...] = ()
+    parked_sinks: dict[str, str] = field(default_factory=dict)
+
+
+_PLAN_FIELDS = tuple(f.name for f in fields(PlanRow))
+
+
+def plan_rows(ledger: Ledger) -> Iterator[PlanRow]:
+    """The app rows a run would enqueue and the ledger files it would claim, in claim order, read-only (a
+    database filesync never ran on has no ledger: every row not copied is new)."""
+    pg = _pg(ledger)
+    fresh = not exists(pg)
+    with pg.db.transaction() as conn, conn.cursor(name="filesync_plan") as cursor:
+        cursor.itersize = 1000
+        cursor.execute(_q(pg, "plan_rows_fresh" if fresh else "plan_rows"))
+        for row in cursor:
+            values = dict(zip(_PLAN_FIELDS, row, strict=False))
+            values["done_sinks"] = tuple(values.get("done_sinks") or ())
+            values["parked_sinks"] = dict(values.get("parked_sinks") or {})
+            yield PlanRow(**values)
+
+
+def name_owner(ledger: Ledger, sink: str, name: str) -> str | None:
+    """The file that holds `name` at `sink` already, if any (None too before the ledger exists)."""
+    pg = _pg(ledger)
+    if not exists(pg):
+        return None
+    with pg.db.transaction() as conn:
+        row = conn.execute(_q(pg, "name_owner"), {"sink": sink, "name": name}).fetchone()
+    return str(row[0]) if row else None
+
+
+# --- alerts' memory ---------------------------------------------------------------------------------
+
+
+def alert_state(ledger: Ledger, update: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """Read, change and save the alerts' memory (meta 'alerts', JSON) in one transaction holding its row
+    lock, so concurrent workers decide one after the other. `update` gets the old state, returns the new."""
+    pg = _pg(ledger)
+    with pg.db.transaction() as conn:
+        conn.execute(_q(pg, "alert_state_init"))
+        row = conn.execute(_q(pg, "alert_state_lock")).fetchone()
+        try:
+            old = json.loads(row[0]) if row else {}
+        except ValueError:
+            old = {}
+        new = update(old if isinstance(old, dict) else {})
+        conn.execute(_q(pg, "alert_state_save"), {"value": json.dumps(new, sort_keys=True)})
+    return new
 
 
 def dumps(value: Any) -> str:

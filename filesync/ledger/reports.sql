@@ -143,3 +143,77 @@ WHERE file_id = ANY(%(ids)s::text[])
 UPDATE {schema}.transfers
 SET state = 'pending', attempts = 0, updated_at = now()
 WHERE state = 'failed' AND file_id = ANY(%(ids)s::text[]) AND (%(sink)s::text IS NULL OR sink = %(sink)s::text)
+
+-- name: alert_state_init
+-- The alerts' memory in meta, created empty the first time: every worker (cron run or daemon) shares it.
+INSERT INTO {schema}.meta (key, value) VALUES ('alerts', '{{}}') ON CONFLICT (key) DO NOTHING
+
+-- name: alert_state_lock
+-- The alerts' memory, locked until this run's decision is saved, so two workers never both send one alert.
+SELECT value FROM {schema}.meta WHERE key = 'alerts' FOR UPDATE
+
+-- name: alert_state_save
+-- Save the alerts' memory: the conditions alerted and not cleared since, and the backlog after recent runs.
+UPDATE {schema}.meta SET value = %(value)s, updated_at = now() WHERE key = 'alerts'
+
+-- name: due_selected
+-- Due files a narrowed `filesync run` would claim (ids, path regex, dateTaken range): the display's total.
+SELECT count(*) FROM {schema}.files
+WHERE state = 'pending' AND next_attempt_at <= now() AND (claimed_until IS NULL OR claimed_until < now())
+  AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s::text[]))
+  AND (%(path_re)s::text IS NULL OR path ~ %(path_re)s::text)
+  AND (%(since)s::timestamptz IS NULL OR (CASE WHEN date_taken ~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
+       THEN date_taken::timestamptz END) >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR (CASE WHEN date_taken ~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
+       THEN date_taken::timestamptz END) < %(until)s::timestamptz)
+
+-- name: report_rows
+-- `filesync report`: one row per file and destination (a file with no transfer yet: one row, no destination).
+SELECT f.file_id, f.path, f.kind, t.sink,
+       CASE WHEN t.state = 'done' THEN 'done'
+            WHEN t.state = 'failed' THEN 'failed'
+            WHEN f.state = 'pending' AND f.claimed_until > now() THEN 'in_progress'
+            WHEN f.state = 'pending' AND f.next_attempt_at > now() THEN 'waiting'
+            ELSE f.state END AS state,
+       t.remote_id, t.remote_url, t.bytes,
+       CASE WHEN t.sink IS NULL THEN f.attempts ELSE t.attempts END,
+       CASE WHEN t.sink IS NULL THEN f.error_class ELSE t.error_class END,
+       CASE WHEN t.sink IS NULL THEN f.error ELSE t.error END,
+       t.done_at
+FROM {schema}.files AS f LEFT JOIN {schema}.transfers AS t ON t.file_id = f.file_id
+WHERE (%(sink)s::text IS NULL OR t.sink = %(sink)s::text)
+  AND (%(run_id)s::bigint IS NULL OR f.run_id = %(run_id)s::bigint)  -- the run that recorded its outcome
+  AND (%(since)s::timestamptz IS NULL OR coalesce(t.updated_at, f.updated_at) >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR coalesce(t.updated_at, f.updated_at) < %(until)s::timestamptz)
+  AND (%(state)s::text IS NULL OR %(state)s::text = CASE
+            WHEN t.state = 'done' THEN 'done'
+            WHEN t.state = 'failed' THEN 'failed'
+            WHEN f.state = 'pending' AND f.claimed_until > now() THEN 'in_progress'
+            WHEN f.state = 'pending' AND f.next_attempt_at > now() THEN 'waiting'
+            ELSE f.state END)
+ORDER BY f.file_id, t.sink NULLS FIRST
+
+-- name: plan_rows
+-- Dry run: app rows not copied, and ledger files due again though flagged, with their ledger state, in claim order.
+SELECT a.{app_id}::text, a.{app_path}::text, to_json(a.{app_date}) #>> '{{}}', a.{app_copied} IS TRUE,
+       count(*) OVER (PARTITION BY a.{app_id}::text),
+       f.state, f.path, f.attempts, f.next_attempt_at, f.claimed_until > now(), f.error_class, f.error, f.mime,
+       (SELECT coalesce(array_agg(t.sink ORDER BY t.sink), '{{}}'::text[]) FROM {schema}.transfers AS t
+        WHERE t.file_id = f.file_id AND t.state = 'done'),
+       (SELECT coalesce(json_object_agg(t.sink, coalesce(t.error, '')), '{{}}'::json) FROM {schema}.transfers AS t
+        WHERE t.file_id = f.file_id AND t.state = 'failed')
+FROM {app} AS a LEFT JOIN {schema}.files AS f ON f.file_id = a.{app_id}::text
+WHERE a.{app_id} IS NOT NULL AND (a.{app_copied} IS NOT TRUE OR f.state = 'pending')
+ORDER BY coalesce(f.next_attempt_at, now()), 1
+
+-- name: plan_rows_fresh
+-- Dry run on a database no run has touched yet: every app row not copied is new.
+SELECT a.{app_id}::text, a.{app_path}::text, to_json(a.{app_date}) #>> '{{}}', false,
+       count(*) OVER (PARTITION BY a.{app_id}::text)
+FROM {app} AS a
+WHERE a.{app_id} IS NOT NULL AND a.{app_copied} IS NOT TRUE
+ORDER BY 1
+
+-- name: name_owner
+-- Dry run: which file holds a destination name already (a second file mapping to it would fail).
+SELECT file_id FROM {schema}.names WHERE sink = %(sink)s AND name = %(name)s

@@ -161,3 +161,41 @@ def test_retry_makes_exactly_the_selected_files_due(mix: Mix) -> None:
         assert rows(mix.url, "SELECT state, attempts, error FROM filesync.files WHERE file_id = 'gone'") == [
             ("pending", 0, None)]
         assert reports.retry(app.ledger, reports.RetrySelection(failed=True)) == 0
+
+
+# --- the commands, as subprocesses -------------------------------------------------------------------------
+
+
+def test_status_prints_the_true_numbers_with_paths_beside_ids(mix: Mix) -> None:
+    done = mix.cli("status")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "files: 0 due now, 0 in progress, 1 waiting to retry, 3 done, 1 skipped, 1 failed" in out
+    assert "gone  failed after 1 attempt(s)  [not_found] not found in bucket  (photos/gone.jpg)" in out
+    assert "next retry: clip  clip.mp4  due " in out
+    assert f"#{mix.run_id}" in out and "3 copied, 1 skipped, 1 failed, 1 to retry" in out
+    by_sink = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("  local")
+               or line.startswith("  bunny")}
+    assert by_sink["local"] == ["0", "0", "0", "3", "0", "0"] and by_sink["bunny"] == ["0", "0", "1", "0", "0", "0"]
+    as_json = json.loads(mix.cli("status", "--json").stdout)
+    assert as_json["files"]["done"] == 3 and as_json["waiting"] == 1 and as_json["next_retry"]["path"] == "clip.mp4"
+
+
+def test_runs_lists_the_history(mix: Mix) -> None:
+    text = mix.cli("runs")
+    assert text.returncode == 0, text.stderr
+    assert str(mix.run_id) in text.stdout and "failed" in text.stdout
+    [record] = json.loads(mix.cli("runs", "--json").stdout)
+    assert (record["id"], record["copied"], record["skipped"], record["failed"], record["retry_later"]) == (
+        mix.run_id, 3, 1, 1, 1)
+    assert record["duration"] is not None and record["duration"] >= 0
+
+
+def test_help_and_usage_errors(mix: Mix) -> None:
+    alone = cli({}, )
+    assert alone.returncode == 0 and "COMMAND" in alone.stdout and "report" in alone.stdout
+    for command in ("run", "status", "runs", "report", "retry"):
+        helped = cli({}, command, "--help")
+        assert helped.returncode == 0 and "example" in helped.stdout, command
+    wrong = mix.cli("status", "--bogus")
+    assert wrong.returncode == 2 and "usage: filesync status" in wrong.stderr and "--bogus" in wrong.stderr
