@@ -40,7 +40,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_J
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from filesync import logs, metrics
+from filesync import logs, metrics, stats
 from filesync.app import App
 from filesync.errors import ConfigError, LedgerUnavailable, SourceUnavailable
 from filesync.health import HealthServer, run_problem
@@ -137,7 +137,8 @@ class Daemon:
         started = datetime.now(self.config.timezone)
         try:
             app = self._ensure_app()
-            summary = self._run(app, stop=self.stop, abort=self.abort, tick_started=fired)
+            summary = self._run(app, stop=self.stop, abort=self.abort, tick_started=fired,
+                                observer=stats.unattended(app))
             stopped = "; ".join(f"{name}: {why}" for name, why in sorted(summary.stopped.items()))
             self._record(started, _result(summary), summary=summary, error=stopped or None)
             metrics.ticks_total.labels("ran").inc()
