@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 from filesync import __version__, daemon, demo, logs, pipeline, plan, redaction, report, sinks, stats
-from filesync.alerts import Alerts
+from filesync.alerts import ALERT_SETTINGS, Alerts
 from filesync.app import App, all_settings, resolve_settings
 from filesync.errors import (
     ConfigError,
@@ -220,6 +220,7 @@ def _selection(args: argparse.Namespace) -> Selection:
 @_guarded
 def cmd_run(args: argparse.Namespace, env: Environment) -> int:
     """One pass over the due files, then exit."""
+    env.resolve((*stats.PROGRESS_SETTINGS, *ALERT_SETTINGS))  # named at once, not after the run
     selection = _selection(args)
     limits = Limits(max_duration=args.max_duration, max_bytes=args.max_transfer)
     if args.dry_run:

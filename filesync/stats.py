@@ -247,4 +247,10 @@ def unattended(app: App, stats: RunStats | None = None) -> Observer:
     """What watches a run nobody watches live (cron, containers, the daemon): the figures counted, logged
     as `run_progress` events, and alerts sent after the run. One per run: it holds that run's figures."""
     stats = stats or RunStats()
-    return Observers([stats, ProgressEvents.from_env(app.config.env, stats), alerts.Alerts.from_app(app)])
+    observers: list[Observer] = [stats]
+    try:
+        observers += [ProgressEvents.from_env(app.config.env, stats), alerts.Alerts.from_app(app)]
+    except Exception as exc:  # watching a run must never be why it does not happen (a bad setting is named)
+        log.warning("run_watchers_unavailable", error_class=type(exc).__name__, error=str(exc),
+                    hint="no run_progress events or alerts for this run; the run goes on")
+    return Observers(observers)
