@@ -6,7 +6,7 @@ importing the front end. Weekday numbers mean what they mean in crontab (0 or 7 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -100,6 +100,14 @@ def tcp_port(raw: str) -> int:
     return port
 
 
+def http_token(raw: str) -> str:
+    """FILESYNC_HTTP_TOKEN: long enough not to be guessed, and sendable in an Authorization header as is."""
+    if len(raw) < 16 or not all(33 <= ord(c) <= 126 for c in raw):
+        raise ValueError("must be at least 16 printable ASCII characters without spaces "
+                         "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return raw
+
+
 def grace_seconds(raw: str) -> float:
     value = float(raw)
     if not 0 <= value <= 24 * 3600:
@@ -117,10 +125,14 @@ DAEMON_SETTINGS: tuple[Setting, ...] = register((
             default="true", parse=boolean, group="Daemon"),
     Setting("FILESYNC_SHUTDOWN_GRACE", "Seconds in-flight transfers get to finish after SIGTERM before they "
             "are cancelled and handed back.", default="30", parse=grace_seconds, group="Daemon"),
-    Setting("FILESYNC_HTTP_PORT", "Port of /healthz and /metrics while the daemon runs (0: no HTTP server).",
-            default="9090", parse=tcp_port, group="Daemon"),
-    Setting("FILESYNC_HTTP_HOST", "Address /healthz and /metrics listen on. The container sets 0.0.0.0.",
+    Setting("FILESYNC_HTTP_PORT", "Port of /healthz, /metrics, the JSON API and the status page while the "
+            "daemon runs (0: no HTTP server).", default="9090", parse=tcp_port, group="Daemon"),
+    Setting("FILESYNC_HTTP_HOST", "Address the daemon's HTTP server listens on. The container sets 0.0.0.0. "
+            "Without FILESYNC_HTTP_TOKEN the API's reads answer only on a loopback address.",
             default="127.0.0.1", group="Daemon"),
+    Setting("FILESYNC_HTTP_TOKEN", "Bearer token of the daemon's API (at least 16 characters). Needed by POST "
+            "/api/retry and /api/run, which are disabled (403) without it; once set, every /api read needs it "
+            "too. /healthz and /metrics stay open.", secret=True, parse=http_token, group="Daemon"),
     Setting("FILESYNC_START_JITTER", "Up to this many seconds of random delay before each scheduled run, so "
             "replicas on one schedule do not all start in the same second (the enqueue step is also "
             "locked: only one worker runs it at a time).", default="0", parse=grace_seconds, group="Daemon"),
@@ -136,6 +148,7 @@ class DaemonConfig:
     http_host: str
     http_port: int
     start_jitter: float = 0.0
+    http_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, env: Environment) -> DaemonConfig:
@@ -155,5 +168,6 @@ class DaemonConfig:
             http_host=values["FILESYNC_HTTP_HOST"],
             http_port=values["FILESYNC_HTTP_PORT"],
             start_jitter=values["FILESYNC_START_JITTER"],
+            http_token=values["FILESYNC_HTTP_TOKEN"],
         )
 
