@@ -13,6 +13,10 @@ Health (`/healthz`, rule in filesync/health.py): unhealthy while shutting down, 
 stopped, when the database does not answer, or when the last run crashed or could not reach its
 database or source; a run with some files failed is healthy.
 
+HTTP (`FILESYNC_HTTP_HOST:FILESYNC_HTTP_PORT`): /healthz, /metrics, and the JSON API and status page of
+filesync/api, which reads the ledger, shows the current run's progress (`self.live`, an Observer every
+run is given) and can start a run now (`run_now`: the scheduler's job is moved to now; never two at once).
+
 SIGHUP does not stop the daemon: it is logged (`sighup`) and the log file is reopened under its name,
 which is what a logrotate `postrotate` sends it for.
 
@@ -41,10 +45,12 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from filesync import logs, metrics, stats
-from filesync.app import App
+from filesync.api import Api, LiveRun
+from filesync.app import App, all_settings
 from filesync.errors import ConfigError, LedgerUnavailable, SourceUnavailable
 from filesync.health import HealthServer, run_problem
 from filesync.model import RunSummary
+from filesync.observer import Observer, Observers
 from filesync.redaction import redact
 from filesync.schedule import DaemonConfig, cron_trigger
 from filesync.settings import Environment
@@ -108,6 +114,9 @@ class Daemon:
         self.ping_timeout = PING_TIMEOUT
         self._ping_lock = threading.Lock()
         self._pending_ping: _Ping | None = None
+        self.live = LiveRun()  # the current run's progress, read by the API
+        self.observers: list[Observer] = [self.live]  # every run reports to each of these
+        self._run_requested = False  # POST /api/run moved the job to now; its tick has not begun yet
         self.scheduler = BackgroundScheduler(
             timezone=config.timezone,
             executors={"default": ThreadPoolExecutor(max_workers=1)},
@@ -127,6 +136,7 @@ class Daemon:
     def tick(self) -> None:
         """One scheduled run; every failure is logged here so the schedule always goes on."""
         with self._lock:
+            self._run_requested = False
             if self.stop.is_set():
                 return
             self.idle.clear()
@@ -138,7 +148,7 @@ class Daemon:
         try:
             app = self._ensure_app()
             summary = self._run(app, stop=self.stop, abort=self.abort, tick_started=fired,
-                                observer=stats.unattended(app))
+                                observer=Observers([*self.observers, stats.unattended(app)]))
             stopped = "; ".join(f"{name}: {why}" for name, why in sorted(summary.stopped.items()))
             self._record(started, _result(summary), summary=summary, error=stopped or None)
             metrics.ticks_total.labels("ran").inc()
@@ -203,6 +213,22 @@ class Daemon:
             log.warning("tick_missed", reason="the scheduler woke too late", scheduled=scheduled)
         elif event.code == EVENT_JOB_ERROR:  # tick() catches everything; this is a last resort
             log.error("run_crashed", error_class=type(event.exception).__name__, error=str(event.exception))
+
+    def run_now(self) -> str:
+        """Start a run now unless one is going or starting: "started", "running" or "stopping".
+
+        The job is moved to now rather than run beside the scheduler, so `max_instances=1` still holds and
+        the schedule carries on from its trigger afterwards.
+        """
+        with self._lock:
+            if self.stop.is_set() or not self.scheduler.running:
+                return "stopping"
+            if self._run_requested or not self.idle.is_set():
+                return "running"
+            self.scheduler.modify_job(JOB_ID, next_run_time=datetime.now(self.config.timezone))
+            self._run_requested = True
+        log.info("run_requested", action="run now", via="api")
+        return "started"
 
     def next_run(self) -> str | None:
         job = self.scheduler.get_job(JOB_ID) if self.scheduler.running else None
@@ -339,7 +365,9 @@ def serve(env: Environment, build: BuildFn, run: RunFn) -> int:
 
     http: HealthServer | None = None
     if config.http_port:
-        http = HealthServer(config.http_host, config.http_port, daemon.probe).start()
+        api = Api(host=config.http_host, token=config.http_token, app=daemon._ensure_app, live=daemon.live,
+                  run_now=daemon.run_now, secrets=env.secret_values(all_settings()))
+        http = HealthServer(config.http_host, config.http_port, daemon.probe, api.handle).start()
     previous = {sig: signal.signal(sig, daemon.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         daemon.start()
