@@ -4,6 +4,8 @@ holding a known mix of states (copied, skipped, parked, waiting for a retry)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -199,3 +201,349 @@ def test_help_and_usage_errors(mix: Mix) -> None:
         assert helped.returncode == 0 and "example" in helped.stdout, command
     wrong = mix.cli("status", "--bogus")
     assert wrong.returncode == 2 and "usage: filesync status" in wrong.stderr and "--bogus" in wrong.stderr
+
+
+def test_report_csv_has_one_row_per_file_and_destination(mix: Mix, tmp_path: Path) -> None:
+    done = mix.cli("report", "--csv")
+    assert done.returncode == 0, done.stderr
+    table = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert list(table[0]) == ["file_id", "path", "kind", "destination", "state", "remote_id", "url", "bytes",
+                              "attempts", "error_class", "error", "copied_at"]
+    got = {(r["file_id"], r["destination"]): r["state"] for r in table}
+    assert got == {("img1", "local"): "done", ("img2", "local"): "done", ("img3", "local"): "done",
+                   ("clip", "bunny"): "waiting", ("doc", ""): "skipped", ("gone", ""): "failed"}
+    by_id = {r["file_id"]: r for r in table}
+    assert by_id["img2"]["path"] == "photos/2024/img2.jpg" and by_id["img2"]["remote_id"] and by_id["img2"]["copied_at"]
+    assert by_id["gone"]["error_class"] == "not_found" and "not found" in by_id["gone"]["error"]
+    assert by_id["clip"]["error_class"] == "server" and by_id["clip"]["attempts"] == "1"
+
+    failed = list(csv.DictReader(io.StringIO(mix.cli("report", "--csv", "--state", "failed").stdout)))
+    assert [r["file_id"] for r in failed] == ["gone"]
+    lines = mix.cli("report", "--json-lines", "--sink", "local").stdout.splitlines()
+    assert sorted(json.loads(line)["file_id"] for line in lines) == ["img1", "img2", "img3"]
+    of_run = list(csv.DictReader(io.StringIO(mix.cli("report", "--csv", "--run", str(mix.run_id)).stdout)))
+    assert len(of_run) == 6
+    assert mix.cli("report", "--csv", "--run", str(mix.run_id + 1)).stdout.count("\n") == 1  # the header only
+    target = tmp_path / "report.csv"
+    written = mix.cli("report", "--csv", "--output", str(target))
+    assert written.returncode == 0 and "6 row(s) written" in written.stderr
+    assert len(list(csv.DictReader(target.open()))) == 6
+    assert mix.cli("report").returncode == 2  # a format is required
+
+
+def test_retry_command_selects_exactly_and_refuses_unknown_ids(mix: Mix) -> None:
+    def due() -> set[str]:
+        return {r[0] for r in rows(mix.url, "SELECT file_id FROM filesync.files WHERE state = 'pending' "
+                                            "AND next_attempt_at <= now()")}
+
+    unknown = mix.cli("retry", "gone", "nope")
+    assert unknown.returncode == 2 and "nope" in unknown.stderr and due() == set()
+    assert mix.cli("retry").returncode == 2  # nothing selected: a usage error
+    waiting = mix.cli("retry", "--waiting")
+    assert waiting.returncode == 0 and "1 file(s) queued again" in waiting.stdout
+    assert due() == {"clip"}
+    assert "0 file(s) queued again" in mix.cli("retry", "--failed", "--path", "nothing/**").stdout
+    named = mix.cli("retry", "gone", "img1")
+    assert "1 file(s) queued again" in named.stdout and "img1: done, not retried" in named.stdout
+    assert due() == {"clip", "gone"}
+    assert rows(mix.url, "SELECT attempts, error FROM filesync.files WHERE file_id = 'gone'") == [(0, None)]
+    assert "1 file(s) queued again" in mix.cli("retry", "--skipped").stdout
+    assert due() == {"clip", "gone", "doc"}
+
+
+def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every filesync table and the app's, row versions (xmin) included: any write shows."""
+    with psycopg.connect(url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE' AND (table_schema = 'filesync' "
+            "OR (table_schema = 'public' AND table_name = 'File')) ORDER BY 1")]
+        out = {t: conn.execute(f"SELECT xmin::text, to_jsonb(x)::text FROM {t} AS x ORDER BY 2").fetchall()
+               for t in tables}
+        out["sequences"] = conn.execute("SELECT last_value, is_called FROM filesync.runs_id_seq").fetchall()
+    return out
+
+
+def test_dry_run_changes_nothing_and_says_why(mix: Mix) -> None:
+    write(mix.src, {"img4": "photos/2024/img4.jpg", "doc2": "doc2.pdf"})
+    insert(mix.url, {"img4": "photos/2024/img4.jpg", "doc2": "doc2.pdf", "lost": "lost.jpg"})
+    before = dump(mix.url)
+    requests_before = len(mix.bunny.requests)
+    routes = {"FILESYNC_ROUTES": "image/*=local,bunny;video/*=bunny"}  # bunny added: a backfill
+
+    done = mix.cli("run", "--dry-run", env=routes)
+
+    assert done.returncode == 0, done.stderr
+    assert dump(mix.url) == before
+    assert len(mix.bunny.requests) == requests_before  # no destination was contacted at all
+    lines = {line.split()[1]: line for line in done.stdout.splitlines() if line[:1].isalpha() and " " in line
+             and line.split()[0] in {"copy", "skip", "fail", "wait", "parked", "busy", "later", "done"}}
+    assert lines["img4"].startswith("copy") and "-> local, bunny" in lines["img4"]
+    assert lines["doc2"].startswith("skip") and "unsupported type application/pdf" in lines["doc2"]
+    assert lines["lost"].startswith("fail") and "not found" in lines["lost"]
+    assert lines["gone"].startswith("parked") and lines["clip"].startswith("wait") and lines["doc"].startswith("skip")
+    assert "backfill would send 3 already-handled file(s)" in done.stdout and "bunny 3" in done.stdout
+    assert "dry run: 1 to copy" in done.stdout
+    status = mix.cli("status", env=routes)
+    assert "the next run's backfill sends 3 already-handled file(s)" in status.stdout
+
+    narrowed = mix.cli("run", "--dry-run", "--path", "photos/**")
+    assert {line.split()[1] for line in narrowed.stdout.splitlines()
+            if line.split() and line.split()[0] in {"copy", "parked"}} == {"img4", "gone"}
+    assert "file(s) not selected" in narrowed.stdout
+    assert dump(mix.url) == before
+
+
+def test_dry_run_on_a_database_filesync_never_touched(tmp_path: Path, database_url: str, bunny: FakeBunny) -> None:
+    src = tmp_path / "bucket"
+    src.mkdir()
+    write(src, {"a": "a.jpg"})
+    insert(database_url, {"a": "a.jpg"})
+    with psycopg.connect(database_url) as conn:
+        app_before = conn.execute('SELECT xmin::text, to_jsonb(f)::text FROM "File" f').fetchall()
+
+    done = cli(env_for(database_url, src, tmp_path / "out", bunny), "run", "--dry-run")
+
+    assert done.returncode == 0, done.stderr
+    assert "copy   a  a.jpg  -> local" in done.stdout and "no ledger yet" in done.stdout
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'filesync'"
+                            ).fetchone() == (0,)
+        assert conn.execute('SELECT xmin::text, to_jsonb(f)::text FROM "File" f').fetchall() == app_before
+
+
+# --- filters, cut-offs and the end-of-run retry pass ---------------------------------------------------------------
+
+
+def copied(url: str) -> set[str]:
+    return {r[0] for r in rows(url, 'SELECT id FROM "File" WHERE "copiedToCloudflare"')}
+
+
+def test_filters_select_exactly_the_right_files(tmp_path: Path, database_url: str, bunny: FakeBunny) -> None:
+    files = {"a1": "new/a/1.jpg", "a2": "new/a/2.jpg", "b1": "new/b/1.jpg", "c1": "other/c1.jpg",
+             "d1": "d1.jpg", "d2": "d2.jpg", "e1": "e1.jpg", "e2": "e2.jpg"}
+    src = tmp_path / "bucket"
+    src.mkdir()
+    write(src, files)
+    insert(database_url, files)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute('UPDATE "File" SET "dateTaken" = %s WHERE id = %s', ("2024-01-15T00:00:00+00:00", "d1"))
+        conn.execute('UPDATE "File" SET "dateTaken" = %s WHERE id = %s', ("2024-03-15T00:00:00+00:00", "d2"))
+    env = env_for(database_url, src, tmp_path / "out", bunny)
+
+    def run(*args: str, stdin: str | None = None) -> set[str]:
+        before = copied(database_url)
+        done = cli(env, "run", *args, stdin=stdin)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return copied(database_url) - before
+
+    assert run("--path", "new/a/*") == {"a1", "a2"}
+    assert run("--path", "new/**", "--path", "other/*") == {"b1", "c1"}
+    assert run("--since", "2024-01-01", "--until", "2024-02-01") == {"d1"}
+    assert run("--file", "e2") == {"e2"}
+    assert run("--files-from", "-", stdin="# ids\nd2\n\n") == {"d2"}
+    assert run("--limit", "1") == {"e1"}
+    assert run() == set()
+
+
+def test_cut_off_and_usage_errors_of_run(tmp_path: Path, database_url: str, bunny: FakeBunny) -> None:
+    files = {f"f{n}": f"f{n}.jpg" for n in range(6)}
+    src = tmp_path / "bucket"
+    src.mkdir()
+    write(src, files)
+    insert(database_url, files)
+    env = env_for(database_url, src, tmp_path / "out", bunny, FILESYNC_CONCURRENCY="1", FILESYNC_CLAIM_BATCH="1")
+
+    cut = cli(env, "run", "--max-transfer", "1")
+    assert cut.returncode == 7, cut.stdout + cut.stderr
+    assert "CUT OFF: --max-transfer 1 bytes reached" in cut.stdout and len(copied(database_url)) == 1
+    assert cli(env, "run", "--max-duration", "soon").returncode == 2
+    bad_sink = cli(env, "run", "--sink", "nowhere")
+    assert bad_sink.returncode == 2 and "--sink nowhere" in bad_sink.stderr
+    unknown = cli(env, "run", "--frobnicate")
+    assert unknown.returncode == 2 and "usage: filesync run" in unknown.stderr
+
+
+def test_end_of_run_retry_pass_copies_a_file_whose_first_try_failed(
+    tmp_path: Path, database_url: str, bunny: FakeBunny
+) -> None:
+    src = tmp_path / "bucket"
+    src.mkdir()
+    write(src, WAITING)
+    insert(database_url, WAITING)
+    bunny.fail_next(503, times=1, method="PUT")
+
+    done = cli(env_for(database_url, src, tmp_path / "out", bunny, FILESYNC_RUN_RETRIES="1"), "run")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 copied" in done.stdout and "0 to retry later" in done.stdout
+    assert "1 end-of-run retry pass(es)" in done.stdout and "failures" not in done.stdout
+    assert copied(database_url) == {"clip"}
+
+
+def test_summary_names_failures_by_path_and_waiting_files_with_their_due_time(mix: Mix) -> None:
+    write(mix.src, {"v2": "more/v2.mp4"})
+    insert(mix.url, {"v2": "more/v2.mp4"})
+    mix.bunny.fail_next(503, times=100)
+    done = mix.cli("run")
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = done.stdout
+    assert "files/s" in out and "MB/s" in out and "in " in out
+    assert "v2  more/v2.mp4  [bunny]  waiting: bunny: injected 503" in out
+    assert "waiting for a later retry (1):" in out and "  v2  more/v2.mp4  due " in out
+    assert "backlog: 0 file(s) due now, 2 waiting for a retry (next due " in out
+    assert "exit code 1" in out
+
+
+# --- progress: a terminal's display, a log's events ---------------------------------------------------------------
+
+
+def slow_videos(tmp_path: Path, database_url: str, n: int) -> Path:
+    src = tmp_path / "bucket"
+    src.mkdir()
+    videos = {f"v{i}": f"v{i}.mp4" for i in range(n)}
+    write(src, videos)
+    insert(database_url, videos)
+    return src
+
+
+def test_display_under_a_terminal_shows_rate_eta_and_totals(tmp_path: Path, database_url: str,
+                                                            bunny: FakeBunny) -> None:
+    import pty
+    import select
+    import time
+
+    src = slow_videos(tmp_path, database_url, 6)
+    bunny.slow_next(0.6, times=6, method="PUT")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "TERM": "xterm-256color", "COLUMNS": "120",
+           **env_for(database_url, src, tmp_path / "out", bunny, FILESYNC_CONCURRENCY="2")}
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "filesync", "run"], env=env, stdin=secondary, stdout=secondary,
+                            stderr=secondary, cwd="/", close_fds=True)
+    os.close(secondary)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=30)
+    os.close(primary)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+
+    assert proc.returncode == 0, screen
+    assert "/6 files" in screen and "files/s" in screen and "MB/s" in screen and "ETA" in screen
+    assert "v" in screen and "-> bunny" in screen  # a file in flight, with its destination
+    assert "bunny: " in screen and "copied" in screen  # per-destination counts
+    assert "filesync run 1: 6 copied" in screen  # the summary after it
+
+
+def test_off_a_terminal_run_progress_events_carry_the_figures(tmp_path: Path, database_url: str,
+                                                              bunny: FakeBunny) -> None:
+    src = slow_videos(tmp_path, database_url, 4)
+    bunny.slow_next(0.5, times=4, method="PUT")
+    env = env_for(database_url, src, tmp_path / "out", bunny, FILESYNC_CONCURRENCY="1",
+                  FILESYNC_PROGRESS_SECONDS="0.3")
+
+    done = cli(env, "run", "--quiet")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    progress = [e for e in events if e["event"] == "run_progress"]
+    assert len(progress) >= 3, [e["event"] for e in events]
+    last = progress[-1]
+    assert last["files_total"] == 4 and 0 <= last["files_done"] <= 4
+    for key in ("bytes_sent", "files_per_s", "mb_per_s", "eta_s", "per_sink", "retries", "failed", "in_flight"):
+        assert key in last
+    assert any(e["in_flight"] and e["in_flight"][0]["sink"] == "bunny" for e in progress)
+    assert events[-1]["event"] == "run_finished"  # no progress event after the end
+
+
+# --- alerts ----------------------------------------------------------------------------------------------------
+
+
+class Webhook:
+    """A local HTTP server that records every POST body."""
+
+    def __init__(self, status: int = 200) -> None:
+        import http.server
+        import threading
+
+        self.bodies: list[dict[str, Any]] = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                hook.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/secret-path-0xALERT"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_webhook_alerts_once_per_condition_until_it_clears(tmp_path: Path, database_url: str,
+                                                         bunny: FakeBunny) -> None:
+    src = tmp_path / "bucket"
+    src.mkdir()
+    write(src, {"clip": "clip.mp4", "img": "img.jpg"})
+    insert(database_url, {"clip": "clip.mp4"})
+    hook = Webhook()
+    try:
+        env = env_for(database_url, src, tmp_path / "out", bunny, FILESYNC_ALERT_WEBHOOK=hook.url,
+                      FILESYNC_RETRY_BACKOFF_SECONDS="0.01", FILESYNC_ALERT_STALL_RUNS="100")
+        bunny.fail_next(503, times=1000)
+        first = cli(env, "run")
+        second = cli(env, "run")
+        assert (first.returncode, second.returncode) == (1, 1), first.stdout + second.stdout
+        assert len(hook.bodies) == 1
+        body = hook.bodies[0]
+        assert "failures" in body["text"] and "filesync status" in body["text"]
+        assert body["filesync"]["conditions"] == ["failures"] and body["filesync"]["retry_later"] == 1
+        assert body["filesync"]["top_errors"][0]["error_class"] == "server"
+        assert "0xALERT" not in first.stdout + first.stderr
+
+        bunny.calm()
+        assert cli(env, "run").returncode == 0  # the condition clears
+        insert(database_url, {"img": "img.jpg"})
+        (src / "img.jpg").unlink()
+        assert cli(env, "run").returncode == 1  # it appears again: a new alert
+        assert len(hook.bodies) == 2 and "1 failed" in hook.bodies[1]["text"]
+    finally:
+        hook.close()
+
+
+def test_a_failing_webhook_never_fails_the_run(tmp_path: Path, database_url: str, bunny: FakeBunny) -> None:
+    src = tmp_path / "bucket"
+    src.mkdir()
+    insert(database_url, {"gone": "gone.jpg"})
+    hook = Webhook(status=500)
+    log = tmp_path / "filesync.log"
+    try:
+        env = env_for(database_url, src, tmp_path / "out", bunny, FILESYNC_ALERT_WEBHOOK=hook.url,
+                      FILESYNC_LOG_FILE=str(log))
+        done = cli(env, "run")
+    finally:
+        hook.close()
+    assert done.returncode == 1, done.stdout + done.stderr  # the file's failure, not the webhook's
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    failed = [e for e in events if e["event"] == "alert_failed"]
+    assert len(failed) == 1 and len(hook.bodies) == 1
+    assert "0xALERT" not in log.read_text()
