@@ -81,10 +81,13 @@ def _screenshot(driver: Any, path: Path) -> None:
     assert driver.save_screenshot(str(path)), "no screenshot"
     assert path.stat().st_size > 1000
     wanted = os.environ.get("FILESYNC_SCREENSHOT_TO")
-    if wanted:  # the README's copy: a palette PNG stays small
+    if wanted:  # the README's copy: cut to the page's height, as a palette PNG that stays small
         from PIL import Image
 
-        Image.open(path).convert("RGB").quantize(colors=64).save(wanted, optimize=True)
+        height = int(driver.execute_script(
+            "return Math.ceil((document.body.getBoundingClientRect().bottom + 16) * window.devicePixelRatio)"))
+        image = Image.open(path).convert("RGB")
+        image.crop((0, 0, image.width, min(height, image.height))).quantize(colors=64).save(wanted, optimize=True)
 
 
 def _destination_counts(database_url: str) -> dict[str, dict[str, int]]:
