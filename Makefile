@@ -24,7 +24,7 @@ docs: $(BIN)/filesync
 	$(BIN)/python tools/sync_docs.py
 
 bench: $(BIN)/filesync
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,119 +1,106 @@
-"""Benchmark 4: what one claim costs with a large ledger.
+"""The ledger at scale: an app table of a million rows, 1 % and 50 % of them not copied.
 
-100k rows are inserted straight into filesync.files, then `Ledger.claim(batch=8)` is timed as the
-pipeline calls it (pool checkout, the claim, the transfers lookup, commit). After each claim its rows are
-marked done, untimed, as a run would. Cases:
-  same time   every row has one next_attempt_at: what `enqueue` writes for a whole table in one statement
-  spread      one next_attempt_at per row (files that failed and were rescheduled at different times)
-  mostly done 99% done, 1% pending: a ledger in steady state
-EXPLAIN (ANALYZE) of the claim shows whether the partial index files_due_idx is used and how many rows the
-plan reads to return 8.
+For each case, on a fresh database holding the `"File"` table (with the partial index the README
+recommends): `Ledger.enqueue` timed in this process (the first run's intake), then `Ledger.claim(batch)`
+timed as the pipeline calls it (pool checkout, claim, transfers lookup, commit; each claim's files are then
+marked skipped, untimed), then a `filesync run` with nothing due (the pending files are pushed a day ahead,
+as a backoff would), then `filesync status`. For the two commands: the process's wall time and the
+database time (pg_stat_database.active_time over the command: every statement, every connection).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from bench.report import Table
+from bench.harness import S3Process, TimedCloudflare, db_active_ms, run_env, run_filesync
+from bench.report import Table, emit
 from filesync.ledger import Database, PostgresLedger
 from filesync.settings import Config, Environment
-from filesync.testing.postgres import fresh_database
+from filesync.testing.postgres import APP_TABLE_DDL, fresh_database
 
-CASES = {
-    "same time": ("'pending'", "now()"),
-    "spread": ("'pending'", "now() - make_interval(secs => g)"),
-    "mostly done": ("CASE WHEN g %% 100 = 0 THEN 'pending' ELSE 'done' END", "now() - make_interval(secs => g)"),
-}
+NOT_COPIED_INDEX = 'CREATE INDEX "File_not_copied_idx" ON "File" (id) WHERE NOT "copiedToCloudflare"'
 
 
 @dataclass(frozen=True)
 class Options:
-    rows: int = 100_000
+    rows: int = 1_000_000
+    not_copied: tuple[float, ...] = (0.01, 0.5)
     batch: int = 8
-    claims: int = 200
-    extra_index: bool = True  # also time "same time" with an index on (next_attempt_at, file_id)
+    claims: int = 500
 
 
-def plan_summary(conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, object]) -> tuple[str, str]:
-    """(indexes used and rows read, execution ms) of the claim, rolled back."""
-    with conn.transaction(force_rollback=True):
-        lines = [str(r[0]) for r in conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + query, params)]
-    plan = "\n".join(lines)
-    indexes = sorted(set(re.findall(r"Index (?:Only )?Scan(?: Backward)? using (\w+)", plan)))
-    seq = "Seq Scan on files" in plan
-    sort = re.search(r"Sort Method: ([\w-]+(?: \w+)?)", plan)
-    executed = re.search(r"Execution Time: ([\d.]+) ms", plan)
-    scans = re.findall(r"(?:Index|Seq) Scan[^\n]*actual time=[\d.]+\.\.[\d.]+ rows=(\d+)", plan)
-    what = ", ".join(indexes) or "no index"
-    if seq:
-        what += " + seq scan"
-    if scans:
-        what += f", {max(int(s) for s in scans)} rows read"
-    if sort:
-        what += f", sort: {sort.group(1)}"
-    return what, executed.group(1) if executed else "?"
+def _fill(url: str, rows: int, every: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(APP_TABLE_DDL)
+        conn.execute(
+            'INSERT INTO "File" (id, path, "dateTaken", "gpsCoordinates", "copiedToCloudflare") '
+            "SELECT 'f' || lpad(g::text, 8, '0'), 'img/' || g || '.jpg', now() - make_interval(secs => g), "
+            "'48.8584,2.2945', g %% %s <> 0 FROM generate_series(1, %s) AS g", (every, rows))
+        conn.execute(NOT_COPIED_INDEX)
+        conn.execute('ANALYZE "File"')
 
 
-def _fill(conn: psycopg.Connection[Any], rows: int, state: str, due: str) -> None:
-    conn.execute(sql.SQL(
-        "INSERT INTO filesync.files (file_id, path, state, next_attempt_at) "
-        "SELECT 'f' || lpad(g::text, 8, '0'), 'img/' || g || '.jpg', {}, {} FROM generate_series(1, %s) AS g"
-    ).format(sql.SQL(state), sql.SQL(due)), (rows,))
-    conn.execute("ANALYZE filesync.files")
-
-
-def _case(pg_url: str, opts: Options, name: str, state: str, due: str, index: bool, table: Table) -> None:
+def _case(pg_url: str, s3: S3Process, opts: Options, share: float, table: Table) -> None:
+    every = round(1 / share)
     with fresh_database(pg_url, prefix="fs_bench") as url:
+        print(f"  filling \"File\" with {opts.rows:,} rows, 1 in {every} not copied ...", flush=True)
+        _fill(url, opts.rows, every)
         config = Config.load(Environment({"DATABASE_URL": url}, env_file=os.devnull))
         db = Database(url)
         ledger = PostgresLedger(db, config.schema, config.app)
         try:
             ledger.migrate()
+            started = time.perf_counter()
+            added = ledger.enqueue(None)
+            enqueue_s = time.perf_counter() - started
             with psycopg.connect(url, autocommit=True) as conn:
-                _fill(conn, opts.rows, state, due)
-                if index:
-                    conn.execute("CREATE INDEX files_due_id_idx ON filesync.files (next_attempt_at, file_id) "
-                                 "WHERE state = 'pending'")
-                    conn.execute("ANALYZE filesync.files")
-                pending = conn.execute("SELECT count(*) FROM filesync.files WHERE state = 'pending'").fetchone()
-                params: dict[str, object] = {"worker": "bench", "limit": opts.batch, "lease": 300}
-                plan, plan_ms = plan_summary(conn, ledger.q["claim"], params)
-                timings = []
-                for _ in range(opts.claims):
-                    started = time.perf_counter()
-                    tasks = ledger.claim("bench", opts.batch, 300)
-                    timings.append((time.perf_counter() - started) * 1000)
-                    if not tasks:
-                        break
-                    conn.execute("UPDATE filesync.files SET state = 'done', claimed_by = NULL, "
-                                 "claimed_until = NULL WHERE file_id = ANY(%s)", ([t.file_id for t in tasks],))
+                conn.execute(f"ANALYZE {config.schema}.files")
+            timings: list[float] = []
+            for _ in range(opts.claims):
+                started = time.perf_counter()
+                tasks = ledger.claim("bench", opts.batch, 300)
+                timings.append((time.perf_counter() - started) * 1000)
+                if not tasks:
+                    break
+                for task in tasks:
+                    ledger.record_skipped("bench", task.file_id, "bench: claimed and set aside")
         finally:
             db.close()
+        with psycopg.connect(url, autocommit=True) as conn:  # nothing due: as if every pending file backed off
+            conn.execute(f"UPDATE {config.schema}.files SET next_attempt_at = now() + interval '1 day' "
+                         "WHERE state = 'pending'")
+        bucket = s3.bucket()
+        with TimedCloudflare() as cf:
+            env = run_env(url, bucket, cf)
+            before = db_active_ms(url)
+            run = run_filesync(env)
+            run_db = db_active_ms(url) - before
+            before = db_active_ms(url)
+            status = run_filesync(env, "status")
+            status_db = db_active_ms(url) - before
     timings.sort()
-    label = name + (" + (next_attempt_at, file_id) index" if index else "")
-    table.add(label, f"{opts.rows:,}", f"{pending[0] if pending else 0:,}", len(timings),
-              f"{statistics.median(timings):.2f}", f"{timings[int(len(timings) * 0.95) - 1]:.2f}",
-              f"{timings[-1]:.2f}", plan_ms, plan)
+    p50, p99 = statistics.median(timings), timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+    emit("ledger", rows=opts.rows, not_copied=share, enqueued=added, enqueue_s=round(enqueue_s, 2),
+         claims=len(timings), claim_batch=opts.batch, claim_p50_ms=round(p50, 3), claim_p99_ms=round(p99, 3),
+         idle_run_s=round(run.wall_seconds, 2), idle_run_db_s=round(run_db / 1000, 3),
+         status_s=round(status.wall_seconds, 2), status_db_s=round(status_db / 1000, 3))
+    table.add(f"{opts.rows:,}", f"{share:.0%}", f"{added or 0:,}", f"{enqueue_s:.2f}", f"{p50:.2f}", f"{p99:.2f}",
+              f"{run_db / 1000:.3f}", f"{run.wall_seconds:.2f}", f"{status_db / 1000:.3f}",
+              f"{status.wall_seconds:.2f}")
 
 
-def run(pg_url: str, opts: Options) -> Table:
-    table = Table(f"4. Ledger claim: batch {opts.batch}, {opts.claims} claims in a row",
-                  ["case", "rows", "pending", "claims", "p50 ms", "p95 ms", "max ms", "EXPLAIN ms",
-                   "plan (first claim)"])
-    for name, (state, due) in CASES.items():
-        _case(pg_url, opts, name, state, due, False, table)
-    if opts.extra_index:
-        state, due = CASES["same time"]
-        _case(pg_url, opts, "same time", state, due, True, table)
-    table.notes.append("timed: Ledger.claim() from the caller's side (pool checkout, claim, transfers lookup, "
-                       "commit); each claim's rows are then marked done, untimed.")
-    table.notes.append("the last row adds an index the migrations do not have, to show what it would change.")
+def run(pg_url: str, s3: S3Process, opts: Options) -> Table:
+    table = Table(f'Ledger at scale: the app\'s "File" table, claims of {opts.batch}',
+                  ["rows", "not copied", "enqueued", "enqueue s", "claim p50 ms", "claim p99 ms",
+                   "idle run db s", "idle run s", "status db s", "status s"])
+    for share in opts.not_copied:
+        _case(pg_url, s3, opts, share, table)
+    table.notes.append(f"claims: {opts.claims} in a row, timed from the caller's side; idle run: `filesync run` "
+                       "with every pending file due tomorrow; db s: pg_stat_database.active_time over the command.")
+    table.notes.append("ratios do not apply here: neither baseline has a ledger.")
     return table

@@ -1,15 +1,16 @@
-"""What every benchmark needs: PostgreSQL, an S3 server (moto, its own process), the fake Cloudflare,
-and `filesync run` as a measured subprocess (wall time, peak RSS).
+"""What every benchmark needs: PostgreSQL, an S3 server (moto behind waitress, its own process), the fake
+Cloudflare, and `filesync run` (or a baseline) as a measured subprocess (wall time, peak RSS).
 
-moto runs as a separate process (`moto_server`), not a thread of the bench: with the fake Cloudflare in
-the bench process as well, one interpreter's GIL would otherwise serve both ends of every transfer.
+The S3 server runs as a separate process, not a thread of the bench: with the fake Cloudflare in the
+bench process as well, one interpreter's GIL would otherwise serve both ends of every transfer. filesync
+and the baselines run as child processes for the same reason, each with a GIL of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,13 +26,14 @@ from typing import Any
 import boto3
 import psycopg
 
-from filesync.testing.fakes.base import free_port
+from filesync.testing.fakes.base import LoggedRequest, free_port
 from filesync.testing.fakes.cloudflare import FakeCloudflare
 from filesync.testing.postgres import APP_TABLE_DDL, embedded_server_url, fresh_database
 
 MiB = 1024 * 1024
 TOKEN = "bench-cf-token-not-a-secret"
 REGION = "nyc3"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pg_server_url() -> str:
@@ -70,27 +72,30 @@ def last_run(url: str) -> dict[str, Any]:
     return dict(zip(keys, (*row[:5], float(row[5] or 0.0)), strict=True))
 
 
-class MotoProcess:
-    """`moto_server` on a free port, in its own process."""
+class S3Process:
+    """moto behind waitress (bench/s3server.py) on a free port, in its own process; keeps connections alive."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency_ms: float = 0.0, threads: int = 32) -> None:
         self.port = free_port()
+        self.latency_ms = latency_ms
+        self.threads = threads
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> MotoProcess:
-        exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def __enter__(self) -> S3Process:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.s3server", "--port", str(self.port), "--threads", str(self.threads),
+             "--latency-ms", str(self.latency_ms)],
+            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 return self
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("moto_server did not start")
+                raise RuntimeError("the S3 server (moto behind waitress) did not start")
             time.sleep(0.1)
 
     def __exit__(self, *exc: object) -> None:
@@ -102,8 +107,8 @@ class MotoProcess:
                 self.proc.kill()
                 self.proc.wait()
 
-    def bucket(self) -> Bucket:
-        bucket = Bucket(self.endpoint, f"bench-{uuid.uuid4().hex[:10]}")
+    def bucket(self, name: str | None = None) -> Bucket:
+        bucket = Bucket(self.endpoint, name or f"bench-{uuid.uuid4().hex[:10]}")
         bucket.client().create_bucket(Bucket=bucket.name,
                                       CreateBucketConfiguration={"LocationConstraint": REGION})
         return bucket
@@ -114,9 +119,12 @@ class Bucket:
     endpoint: str
     name: str
 
-    def client(self) -> Any:
+    def client(self, pool: int = 10) -> Any:
+        from botocore.config import Config
+
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id="bench-key", aws_secret_access_key="bench-secret")
+                            aws_access_key_id="bench-key", aws_secret_access_key="bench-secret",
+                            config=Config(max_pool_connections=pool))
 
     def env(self) -> dict[str, str]:
         return {"FILESYNC_SOURCE": "s3", "SPACES_ENDPOINT": self.endpoint, "SPACES_KEY": "bench-key",
@@ -124,37 +132,58 @@ class Bucket:
 
 
 class TimedCloudflare(FakeCloudflare):
-    """The fake Cloudflare, also noting when each request arrived (for the pacing benchmark)."""
+    """The fake Cloudflare, noting when each request arrived and when each image was stored."""
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(token=TOKEN, **kw)
-        self.arrivals: list[tuple[float, str, str]] = []
+        self.arrivals: list[tuple[float, LoggedRequest]] = []
 
     def __enter__(self) -> TimedCloudflare:
         self.start()
         return self
 
-    def log_request(self, entry: Any) -> None:
+    def log_request(self, entry: LoggedRequest) -> None:
         super().log_request(entry)
-        self.arrivals.append((time.monotonic(), entry.method, entry.path))
+        with self._lock:
+            self.arrivals.append((time.monotonic(), entry))
+
+    def stored_at(self) -> list[float]:
+        """When each image upload that was answered 200 arrived (monotonic), in order."""
+        with self._lock:
+            return [t for t, r in self.arrivals if r.method == "POST" and r.path.endswith("/images/v1")
+                    and r.status == 200]
 
 
 def run_env(database_url: str, bucket: Bucket, cf: FakeCloudflare, **extra: str) -> dict[str, str]:
+    """filesync's settings for one case: the real defaults (FILESYNC_CLOUDFLARE_RPS 3.5, the batch API on)
+    unless the case says otherwise."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": str(ROOT),
         "DATABASE_URL": database_url,
         **bucket.env(),
         "CLOUDFLARE_ACCOUNT_ID": cf.account_id,
         "CLOUDFLARE_API_TOKEN": TOKEN,
         "CLOUDFLARE_API_BASE": cf.api_base,
-        "FILESYNC_CLOUDFLARE_RPS": "100000",
+        "CLOUDFLARE_IMAGES_BATCH_BASE": cf.batch_base,
         "FILESYNC_LOG_FILE": os.devnull,
         "FILESYNC_LOG_LEVEL": "WARNING",
         "FILESYNC_WORKER_ID": "bench",
     }
     env.update(extra)
     return env
+
+
+def db_active_ms(url: str) -> float:
+    """Milliseconds the server spent executing statements in this database so far (all sessions;
+    pg_stat_database.active_time, PostgreSQL 14+). The difference across a run is its database time."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        row = conn.execute("SELECT active_time FROM pg_stat_database WHERE datname = current_database()")\
+            .fetchone()
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+    return float(row[0] or 0.0) if row else 0.0
 
 
 @dataclass
@@ -176,28 +205,29 @@ def _status_kib(pid: int, names: tuple[str, ...]) -> dict[str, int]:
     return out
 
 
-class FilesyncProcess:
-    """`python -m filesync run -q` as a child, its VmHWM read from /proc every 5 ms until it exits.
+class MeasuredProcess:
+    """A child process (filesync, a baseline) with its VmHWM read from /proc every 5 ms until it exits.
 
     VmHWM only grows, so the last reading is the peak but for the final few milliseconds. wait4's
     ru_maxrss is kept beside it, but it is not this process's alone: it is the largest of the process and
     the children it reaped, and botocore forks `uname -p` (a copy of the whole process) while it runs.
     """
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.argv = argv
         self.env = env
-        self.args = args or ("run", "-q")
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
+        self.stdout = b""
         self._samples: list[tuple[float, int]] = []
         self._hwm = 0
         self._done = threading.Event()
         self._sampler: threading.Thread | None = None
 
-    def start(self) -> FilesyncProcess:
+    def start(self) -> MeasuredProcess:
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "filesync", *self.args], env=self.env, cwd="/",
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=str(ROOT), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
         return self
@@ -216,15 +246,28 @@ class FilesyncProcess:
             self._done.wait(0.005)
 
     def terminate(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
+        """SIGTERM, unless it has exited (Popen.terminate would reap it, and `wait` needs its rusage)."""
+        if self.proc is not None and self.running():
+            os.kill(self.proc.pid, signal.SIGTERM)
+
+    def running(self) -> bool:
+        """Still running (without reaping it: `wait` does that, for its rusage)."""
+        if self.proc is None:
+            return False
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except (OSError, IndexError):
+            return False
 
     def wait(self, timeout: float = 3600) -> ProcessResult:
-        assert self.proc is not None and self.proc.stderr is not None
-        stderr: list[bytes] = []
-        reader = threading.Thread(target=lambda: stderr.append(self.proc.stderr.read()),  # type: ignore[union-attr]
-                                  daemon=True)
-        reader.start()
+        assert self.proc is not None and self.proc.stderr is not None and self.proc.stdout is not None
+        out: list[bytes] = []
+        err: list[bytes] = []
+        readers = [threading.Thread(target=lambda: out.append(self.proc.stdout.read()), daemon=True),  # type: ignore[union-attr]
+                   threading.Thread(target=lambda: err.append(self.proc.stderr.read()), daemon=True)]  # type: ignore[union-attr]
+        for reader in readers:
+            reader.start()
         killer = threading.Timer(timeout, self.proc.kill)
         killer.start()
         try:
@@ -234,11 +277,21 @@ class FilesyncProcess:
         wall = time.monotonic() - self.started
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self._done.set()
-        reader.join(timeout=5)
-        if self.proc.returncode not in (0, 130):
-            raise RuntimeError(f"filesync exited {self.proc.returncode}: {b''.join(stderr).decode()[-2000:]}")
+        for reader in readers:
+            reader.join(timeout=5)
+        self.stdout = b"".join(out)
+        if self.proc.returncode not in (0, 1, 130):
+            raise RuntimeError(f"{' '.join(self.argv[:4])} exited {self.proc.returncode}: "
+                               f"{b''.join(err).decode()[-2000:]}")
         return ProcessResult(self.proc.returncode, wall, self._hwm, usage.ru_maxrss * 1024, list(self._samples))
 
 
-def run_filesync(env: dict[str, str], timeout: float = 3600) -> ProcessResult:
-    return FilesyncProcess(env).start().wait(timeout)
+class FilesyncProcess(MeasuredProcess):
+    """`python -m filesync run -q` (or other arguments) as a measured child."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        super().__init__([sys.executable, "-m", "filesync", *(args or ("run", "-q"))], env)
+
+
+def run_filesync(env: dict[str, str], *args: str, timeout: float = 3600) -> ProcessResult:
+    return FilesyncProcess(env, *args).start().wait(timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 
@@ -48,3 +49,17 @@ def mb(n: float) -> str:
 
 def mib(n: float) -> str:
     return f"{n / 1024 / 1024:.0f}"
+
+
+def emit(scenario: str, **fields: object) -> dict[str, object]:
+    """One JSON line for a measured case, printed as it is measured (the tables come at the end)."""
+    line: dict[str, object] = {"scenario": scenario, **fields}
+    print(json.dumps(line, default=str), flush=True)
+    return line
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    """`value` as a multiple of `base` (e.g. filesync's MB/s over the raw loop's), or '-'."""
+    if not value or not base:
+        return "-"
+    return f"{value / base:.2f}"
