@@ -98,3 +98,24 @@ def test_durations(raw: str, seconds: float) -> None:
                                         ("1.5k", 1536), ("2GiB", 2 * 1024**3)])
 def test_sizes(raw: str, n: int) -> None:
     assert cli.size(raw) == n
+
+
+def test_an_unexpected_error_is_one_line_naming_the_log_or_its_traceback_with_verbose(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    log = tmp_path / "filesync.log"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FILESYNC_LOG_FILE", str(log))
+
+    def broken(args: argparse.Namespace, env: Any) -> int:
+        raise RuntimeError("a bug of ours")
+
+    command = cli._guard(broken, validate=False)
+    assert command(argparse.Namespace(verbose=False)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected error: RuntimeError: a bug of ours" in err and str(log) in err
+    assert "Traceback" in log.read_text() and "command_crashed" in log.read_text()
+    assert command(argparse.Namespace(verbose=True)) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
