@@ -35,6 +35,9 @@ PACER_NAME = "cloudflare"
 BATCH_TOKEN_LIMIT = 200.0
 #: What one token is paced at: 10 % under its limit, so requests bunched on the way stay under it.
 BATCH_TOKEN_RPS = 0.9 * BATCH_TOKEN_LIMIT
+#: Requests one token lets through at once: concurrent transfers are not queued 5.6 ms apart (a profile
+#: of 8 transfers showed them waiting there), and no second holds more than 180 + 10 < 200.
+BATCH_TOKEN_BURST = 10
 #: A token is replaced this long before its `expiresAt` (a quarter of its life when that is shorter),
 #: so no transfer meets an expired token; clocks a little apart are covered by the 401 refresh.
 BATCH_REFRESH_MARGIN = 60.0
@@ -370,7 +373,7 @@ class ImagesBatch:
                           status=status)
         refresh_in, life = token_times(result.get("expiresAt"), time.time())
         now = time.monotonic()
-        fresh = BatchToken(value, now + refresh_in, now + life, Pacer(self.rps))
+        fresh = BatchToken(value, now + refresh_in, now + life, Pacer(self.rps, burst=BATCH_TOKEN_BURST))
         old = self._current
         self._pacers = {fresh.header: fresh.pacer, **({old.header: old.pacer} if old is not None else {})}
         self._current = fresh
