@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -197,21 +198,32 @@ class Pipeline:
         beat = threading.Thread(target=self._heartbeat, name="filesync-heartbeat", daemon=True)
         beat.start()
         pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="filesync-transfer")
+        # Claim ahead: a few claimed files wait here, so a slot that frees starts its next file at once
+        # instead of waiting for a claim round trip. They are touched, so the heartbeat keeps their leases.
+        ahead: deque[FileTask] = deque()
+        depth = min(cfg.claim_batch, cfg.concurrency)
+
+        def start_queued() -> None:
+            while ahead and len(futures) < cfg.concurrency and not self._stopping():
+                task = ahead.popleft()
+                ctx = contextvars.copy_context()  # worker threads do not inherit context variables (run_id)
+                futures[pool.submit(ctx.run, self._run_task, task)] = task.file_id
+
         try:
             while True:
-                free = cfg.concurrency - len(futures)
-                room = limit - claimed_total if limit else free
-                if free > 0 and room > 0 and not self._stopping():
+                start_queued()
+                want = cfg.concurrency + depth - len(futures) - len(ahead)
+                room = limit - claimed_total if limit else want
+                if want >= min(depth, cfg.concurrency) and room > 0 and not self._stopping():
                     with self._lock:
                         busy = list(self._in_flight)
-                    for task in self.app.ledger.claim(self.worker, min(free, room, cfg.claim_batch),
+                    for task in self.app.ledger.claim(self.worker, min(want, room, cfg.claim_batch),
                                                       cfg.lease_seconds, busy, run_id=self.summary.run_id,
                                                       selection=self.selection):
                         claimed_total += 1
                         self.touch(task.file_id)
-                        # Worker threads do not inherit context variables: carry run_id along.
-                        ctx = contextvars.copy_context()
-                        futures[pool.submit(ctx.run, self._run_task, task)] = task.file_id
+                        ahead.append(task)
+                    start_queued()
                 if not futures:
                     break
                 done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -223,6 +235,13 @@ class Pipeline:
             if self.stop.is_set() or self.abort.is_set():
                 self.summary.interrupted = True
         finally:
+            if ahead:  # claimed ahead but never started (a stop, a cut-off): hand them back at once
+                ids = [task.file_id for task in ahead]
+                with contextlib.suppress(FilesyncError):
+                    self.app.ledger.release(self.worker, ids)
+                with self._lock:
+                    for file_id in ids:
+                        self._in_flight.pop(file_id, None)
             self._claimed = claimed_total
             self._finished.set()
             pool.shutdown(wait=not self.abort.is_set(), cancel_futures=True)
