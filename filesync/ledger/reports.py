@@ -158,8 +158,11 @@ class StatusSnapshot(_Record):
         return self.files.get("waiting", 0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**super().as_dict(), "due_now": self.due_now, "waiting": self.waiting,
-                "runs": [r.as_dict() for r in self.runs]}
+        out = {**super().as_dict(), "due_now": self.due_now, "waiting": self.waiting,
+               "runs": [r.as_dict() for r in self.runs]}
+        if self.backfill is not None:
+            out["backfill"]["changed"] = self.backfill.changed
+        return out
 
 
 @dataclass(frozen=True)
