@@ -17,7 +17,7 @@ from typing import Any
 from filesync.api.live import LiveRun
 from filesync.api.routing import JSON, ApiError, Request, Response, plain
 from filesync.app import App
-from filesync.errors import ConfigError
+from filesync.errors import ConfigError, LedgerError
 from filesync.ledger import PostgresLedger, browse, reports
 from filesync.redaction import active
 
@@ -60,6 +60,17 @@ class Endpoints:
         if not isinstance(ledger, PostgresLedger):
             raise ApiError(501, f"the API reads PostgreSQL; this daemon's ledger is a {type(ledger).__name__}")
         return ledger
+
+    def explain(self, exc: LedgerError) -> ApiError | None:
+        """A database error that means filesync's tables are not there yet (no run, no `filesync migrate`)."""
+        try:
+            missing = not reports.exists(self._ledger())
+        except Exception:
+            return None
+        if missing:
+            return ApiError(503, "filesync's tables do not exist in this database yet: the first run creates them "
+                                 "(or `filesync migrate`)")
+        return None
 
     def _with_progress(self, record: reports.RunRecord) -> dict[str, Any]:
         progress = self.live.snapshot() if record.status == "running" else None

@@ -115,8 +115,12 @@ class Api:
         except LedgerUnavailable as exc:
             response = json_response({"error": f"database unavailable: {exc}"}, 503)
         except LedgerError as exc:
-            log.error("api_failed", path=request.path, error_class=type(exc).__name__, error=str(exc))
-            response = json_response({"error": f"database error: {exc}"}, 500)
+            known = self.endpoints.explain(exc)
+            if known is not None:
+                response = json_response({"error": known.message}, known.status)
+            else:
+                log.error("api_failed", path=request.path, error_class=type(exc).__name__, error=str(exc))
+                response = json_response({"error": f"database error: {exc}"}, 500)
         except FilesyncError as exc:
             log.error("api_failed", path=request.path, error_class=type(exc).__name__, error=str(exc))
             response = json_response({"error": f"{type(exc).__name__}: {exc}"}, 500)

@@ -371,6 +371,18 @@ def test_secrets_stored_in_the_ledger_are_masked_in_every_answer(daemon: Daemon,
     client.assert_no_secrets()
 
 
+def test_a_database_no_run_has_migrated_answers_503_saying_so(tmp_path: Path, database_url: str) -> None:
+    daemon = start(tmp_path, database_url)
+    client = Client(daemon.port)
+    try:
+        for path in ("/api/status", "/api/runs", "/api/files", "/api/files/x", "/api/runs/1"):
+            status, body = client.get(path)
+            assert status == 503 and "tables do not exist" in body["error"], (path, body)
+        assert not daemon.events("api_failed")
+    finally:
+        daemon.kill()
+
+
 def test_database_down_is_a_503_without_the_password(tmp_path: Path) -> None:
     url = f"postgresql://filesync@127.0.0.1:{free_port()}/app"
     env = base_env(tmp_path, url, FILESYNC_SCHEDULE=NEVER, FILESYNC_RUN_ON_START="false")

@@ -4,7 +4,7 @@ run, and it fits a phone's width. Debian's `chromium` and `chromium-driver` (ins
 Selenium with the driver named explicitly, so Selenium Manager never downloads anything; without them the
 tests are skipped with the reason.
 
-FILESYNC_SCREENSHOT_TO=docs/status-page.png also writes the README's screenshot (a small palette PNG).
+STATUS_PAGE_SCREENSHOT=docs/status-page.png also writes the README's screenshot (a small palette PNG).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _enter_token(driver: Any) -> None:
 def _screenshot(driver: Any, path: Path) -> None:
     assert driver.save_screenshot(str(path)), "no screenshot"
     assert path.stat().st_size > 1000
-    wanted = os.environ.get("FILESYNC_SCREENSHOT_TO")
+    wanted = os.environ.get("STATUS_PAGE_SCREENSHOT")
     if wanted:  # the README's copy: cut to the page's height, as a palette PNG that stays small
         from PIL import Image
 
