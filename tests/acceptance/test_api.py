@@ -473,3 +473,68 @@ def test_run_now_shows_live_progress_and_never_overlaps(tmp_path: Path, database
             fake.gate.set()
             daemon.kill()
     client.assert_no_secrets()
+
+
+def test_live_progress_arithmetic() -> None:
+    """LiveRun on its own, with a clock the test moves: totals, the size estimate, rates and the ETA."""
+    from datetime import UTC, datetime
+
+    from filesync.api.live import LiveRun
+    from filesync.model import RunSummary
+
+    now = [100.0]
+    live = LiveRun(clock=lambda: now[0])
+    assert live.snapshot() is None and live.run_id is None
+    live.run_started(RunSummary(run_id=7, total_files=4, started_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    progress = live.snapshot()
+    assert progress is not None
+    assert (progress["files_done"], progress["bytes_total"], progress["eta_seconds"]) == (0, None, None)
+
+    live.transfer_started("a", "a.png", "local", 1000)
+    live.transfer_progress("a", "local", 400)
+    now[0] += 2
+    progress = live.snapshot()
+    assert progress is not None
+    assert progress["bytes_total"] == 4000 and progress["bytes_total_estimated"] is True  # 1 of 4 sizes known
+    assert progress["bytes_per_second"] == 200 and progress["eta_seconds"] == (4000 - 400) / 200
+    assert progress["in_flight"] == [{"file_id": "a", "path": "a.png", "sink": "local", "size": 1000, "sent": 400}]
+
+    live.transfer_progress("a", "local", 600)
+    live.transfer_finished("a", "local", "copied")
+    live.file_finished("a", "copied")
+    live.file_finished("b", "failed")
+    live.file_finished("b", "waiting")  # the end-of-run retry pass finished it again: counted once
+    progress = live.snapshot()
+    assert progress is not None
+    assert progress["files_done"] == 2 and progress["outcomes"] == {"copied": 1, "waiting": 1}
+    assert progress["in_flight"] == [] and progress["bytes_done"] == 1000
+
+    live.run_finished(RunSummary(run_id=7))
+    assert live.snapshot() is None
+
+
+def test_gate_rules_by_address_and_host() -> None:
+    from filesync.api.auth import Gate, is_loopback
+    from filesync.api.routing import Access, ApiError
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.9.9.9", "::1", "[::1]", "localhost", "app.localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.com", "localhost.example.com"))
+
+    def status(gate: Gate, access: Access, **headers: str) -> int:
+        try:
+            gate.check(access, {k.lower(): v for k, v in headers.items()})
+        except ApiError as exc:
+            return exc.status
+        return 200
+
+    local = Gate("127.0.0.1", None)
+    assert status(local, Access.READ) == 200 and status(local, Access.READ, Host="[::1]:9090") == 200
+    assert status(local, Access.READ, Host="127.0.0.1.nip.io:9090") == 403
+    assert status(local, Access.WRITE, Authorization=f"Bearer {TOKEN}") == 403
+    assert status(Gate("0.0.0.0", None), Access.READ) == 403
+    assert status(Gate("0.0.0.0", None), Access.PUBLIC) == 200
+    guarded = Gate("0.0.0.0", TOKEN)
+    assert status(guarded, Access.READ, Authorization=f"Bearer {TOKEN}") == 200
+    assert status(guarded, Access.WRITE, Authorization=f"bearer  {TOKEN} ") == 200
+    assert status(guarded, Access.WRITE, Authorization=f"Bearer {TOKEN}é") == 401
+    assert status(guarded, Access.READ) == 401
