@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import io
 import threading
 import time
 from collections import deque
@@ -36,7 +37,9 @@ from filesync.paths import UnsafePath, safe_relative
 from filesync.retry import Action, Decision, RetryPolicy
 from filesync.scan import scan
 from filesync.sinks import Sink, check_accepts
-from filesync.sources.reader import open_seekable
+from filesync.sinks._body import read_up_to
+from filesync.sources import ObjectInfo
+from filesync.sources.reader import SeekableReader, borrow, open_seekable
 
 log = structlog.get_logger("filesync")
 
@@ -114,6 +117,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._in_flight: dict[str, float] = {}  # file id -> last sign of life (monotonic)
         self._failing: dict[str, int] = {}  # destination -> transfers failed in a row
+        self._readers: dict[str, SeekableReader] = {}  # file id -> the reader its inspection opened
         self._finished = threading.Event()
         self._started = time.monotonic()
         self._claimed = 0  # files claimed by this run, over every pass
@@ -312,6 +316,14 @@ class Pipeline:
             self.outcomes.file_deferred(task, "the source is stopped for this run")
             return
         try:
+            self._process_inspected(task)
+        finally:
+            reader = self._readers.pop(task.file_id, None)
+            if reader is not None:
+                reader.close()
+
+    def _process_inspected(self, task: FileTask) -> None:
+        try:
             obj = self._inspect(task)
         except (_InvalidRow, SourceError) as exc:
             decision = self._decide(exc, task)
@@ -388,8 +400,21 @@ class Pipeline:
             raise _InvalidRow(f"path {task.path!r} is not a safe object key") from None
         date_taken = _parse_date(task.date_taken)
         source, path = self.app.source, task.path
-        info = self.policy.call(lambda: source.stat(path))
-        head = self.policy.call(lambda: source.read_head(path, kinds.HEAD_BYTES)) if info.size else b""
+
+        def first_bytes() -> tuple[ObjectInfo, bytes]:
+            """One GET: the object's facts and its first bytes, the reader kept for the transfers."""
+            info, stream = source.open_with_info(path)
+            reader = SeekableReader(source, path, info.size, self.config.http_timeout, stream=stream,
+                                    memo=kinds.HEAD_BYTES)
+            try:
+                head = read_up_to(reader, kinds.HEAD_BYTES)  # type: ignore[arg-type]
+            except BaseException:
+                reader.close()
+                raise
+            self._readers[task.file_id] = reader
+            return info, head
+
+        info, head = self.policy.call(first_bytes)
         kind, mime = kinds.detect(task.path, info.content_type, head)
         size = kinds.image_size(head) if kind is Kind.IMAGE else None
         self.app.ledger.record_info(task.file_id, kind, mime, info.size)
@@ -437,7 +462,7 @@ class Pipeline:
 
         def derive() -> transforms.Derived:
             self.touch(obj.file_id)
-            with open_seekable(self.app.source, obj.path, obj.size, timeout=self.config.http_timeout) as body:
+            with self._body(obj) as body:
                 return transforms.apply(plan, body, obj.size)
 
         derived = self.policy.call(derive)
@@ -458,8 +483,16 @@ class Pipeline:
         if derived is not None:
             derived.body.seek(0)
             return sink.upload(obj, derived.body, session)  # type: ignore[arg-type]
-        with open_seekable(self.app.source, obj.path, obj.size, timeout=self.config.http_timeout) as body:
+        with self._body(obj) as body:
             return sink.upload(obj, body, session)
+
+    def _body(self, obj: SourceObject) -> io.BufferedReader:
+        """The file's bytes from the start: the reader inspection opened (its first bytes in memory, its
+        stream read on where it stopped), else a new one."""
+        reader = self._readers.get(obj.file_id)
+        if reader is None:
+            return open_seekable(self.app.source, obj.path, obj.size, timeout=self.config.http_timeout)
+        return borrow(reader)
 
 
 def _derivation(derived: transforms.Derived) -> dict[str, object]:

@@ -56,6 +56,10 @@ class Source(Protocol):
         cannot be listed, so a failed listing is never mistaken for an empty one.
         """
 
+    def open_with_info(self, key: str) -> tuple[ObjectInfo, BinaryIO]:
+        """The object's facts and a stream of it from its first byte, in one request where the source
+        allows it (S3: one GET gives both): inspection and the first transfer share it."""
+
     def read_head(self, key: str, n: int) -> bytes:
         """The first `n` bytes (fewer for a smaller object), for type sniffing."""
 

@@ -216,6 +216,11 @@ class GDriveSource:
         with self._download(key, 0, n - 1) as body:
             return body.read(n)
 
+    def open_with_info(self, key: str) -> tuple[ObjectInfo, BinaryIO]:
+        """Drive answers facts and bytes on two calls (files.get, then alt=media)."""
+        info = self.stat(key)
+        return info, self.open(key)
+
     def open(self, key: str, offset: int = 0) -> BinaryIO:
         return self._download(key, offset, None)
 

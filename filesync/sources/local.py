@@ -98,6 +98,10 @@ class LocalSource:
         with self.open(key) as fh:
             return fh.read(n)
 
+    def open_with_info(self, key: str) -> tuple[ObjectInfo, BinaryIO]:
+        info = self.stat(key)
+        return info, self.open(key)
+
     def open(self, key: str, offset: int = 0) -> BinaryIO:
         try:
             fh = self._path(key).open("rb")

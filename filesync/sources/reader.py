@@ -24,16 +24,24 @@ class TooSlow(SourceError):
 
 
 class SeekableReader(io.RawIOBase):
-    def __init__(self, source: Source, key: str, size: int, timeout: float = 120.0) -> None:
+    """`stream`: one already open at offset 0 (the GET that also inspected the object). `memo`: keep this
+    many first bytes in memory, so the type sniffing and every later pass over the start (a retry, the
+    next destination) read them without another request."""
+
+    def __init__(self, source: Source, key: str, size: int, timeout: float = 120.0, *,
+                 stream: BinaryIO | None = None, memo: int = 0) -> None:
         self._source = source
         self._key = key
         self._size = size
         self._timeout = timeout
         self._pos = 0
-        self._stream: BinaryIO | None = None
-        self._stream_pos = -1
-        self._deadline = 0.0
+        self._stream = stream
+        self._stream_pos = 0 if stream is not None else -1
+        self._deadline = time.monotonic() + timeout + size / MIN_RATE
+        self._memo = bytearray()
+        self._memo_limit = memo
         self.bytes_read = 0
+        self.opened = 1 if stream is not None else 0  # requests made to read the object
 
     def readable(self) -> bool:
         return True
@@ -61,9 +69,15 @@ class SeekableReader(io.RawIOBase):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._pos >= self._size:
             return 0
+        if self._pos < len(self._memo):  # the first bytes, already read once
+            n = min(len(buffer), len(self._memo) - self._pos)
+            buffer[:n] = self._memo[self._pos:self._pos + n]
+            self._pos += n
+            return n
         if self._stream is None or self._stream_pos != self._pos:
             self._close_stream()
             self._stream = self._source.open(self._key, self._pos)
+            self.opened += 1
             self._stream_pos = self._pos
             self._deadline = time.monotonic() + self._timeout + (self._size - self._pos) / MIN_RATE
         if time.monotonic() > self._deadline:
@@ -83,6 +97,8 @@ class SeekableReader(io.RawIOBase):
         if n == 0:
             raise BodyEndedEarly(f"object {self._key!r}", self._pos, self._size)
         buffer[:n] = data
+        if self._pos == len(self._memo) and len(self._memo) < self._memo_limit:
+            self._memo += data[:self._memo_limit - len(self._memo)]
         self._pos += n
         self._stream_pos += n
         self.bytes_read += n
@@ -104,3 +120,17 @@ def open_seekable(source: Source, key: str, size: int, buffer_size: int = 1024 *
                   timeout: float = 120.0) -> io.BufferedReader:
     """Full-length reads (`read(n)` returns n bytes until the end) over a SeekableReader."""
     return io.BufferedReader(SeekableReader(source, key, size, timeout), buffer_size=buffer_size)
+
+
+class Borrowed(io.BufferedReader):
+    """A buffered view of a reader that outlives it: closing the view leaves the reader open (the pipeline
+    lends one reader to every attempt and destination of a file, and closes it at the end)."""
+
+    def close(self) -> None:
+        self.detach()
+
+
+def borrow(reader: SeekableReader, buffer_size: int = 1024 * 1024) -> Borrowed:
+    """`reader` from its start, buffered."""
+    reader.seek(0)
+    return Borrowed(reader, buffer_size=buffer_size)

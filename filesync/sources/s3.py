@@ -130,6 +130,15 @@ class S3Source:
         with obj["Body"] as body:
             return bytes(body.read(n))
 
+    def open_with_info(self, key: str) -> tuple[ObjectInfo, BinaryIO]:
+        try:
+            obj = self._client.get_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._translate(key, exc) from None
+        info = ObjectInfo(size=int(obj["ContentLength"]), content_type=obj.get("ContentType"),
+                          etag=str(obj.get("ETag", "")).strip('"') or None)
+        return info, obj["Body"]
+
     def open(self, key: str, offset: int = 0) -> BinaryIO:
         extra = {"Range": f"bytes={offset}-"} if offset else {}
         try:
