@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,10 +39,15 @@ class Loop:
         self.http.mount("http://", requests.adapters.HTTPAdapter(pool_connections=pool, pool_maxsize=pool))
         self.api = f"{spec.get('api_base', '')}/accounts/{spec.get('account_id', '')}"
         self.auth = {"Authorization": f"Bearer {spec.get('token', '')}"}
-        self.batch_auth: dict[str, str] = {}
-        if spec["target"] == "images":
-            token = self.http.get(f"{self.api}/images/v1/batch_token", headers=self.auth).json()["result"]["token"]
-            self.batch_auth = {"Authorization": f"Bearer {token}"}
+        self._local = threading.local()
+
+    def batch_auth(self) -> dict[str, str]:
+        """A batch token per thread: the raw loop is the machine's limit, not Cloudflare's 200/s per token."""
+        if not hasattr(self._local, "auth"):
+            answer = self.http.get(f"{self.api}/images/v1/batch_token", headers=self.auth)
+            self._local.auth = {"Authorization": f"Bearer {answer.json()['result']['token']}"}
+        auth: dict[str, str] = self._local.auth
+        return auth
 
     def get(self, key: str) -> Any:
         return self.s3.get_object(Bucket=self.spec["bucket"], Key=key)
@@ -57,7 +63,7 @@ class Loop:
             stream = _Bytes(data)
         if target == "images":
             data = stream.read()
-            answer = self.http.post(f"{self.spec['batch_base']}/images/v1", headers=self.batch_auth,
+            answer = self.http.post(f"{self.spec['batch_base']}/images/v1", headers=self.batch_auth(),
                                     data={"id": key}, files={"file": (key, data, "image/jpeg")})
             answer.raise_for_status()
         elif target == "stream":

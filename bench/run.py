@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             limit = pacing.Options(seconds=pick(args.window, q, 30.0, 5.0))  # type: ignore[arg-type]
             if "account-limit" in args.only and limit.concurrency not in concurrencies:
                 concurrencies = (*concurrencies, limit.concurrency)
-            if limit.latency_ms not in latencies:
+            if "account-limit" in args.only and limit.latency_ms not in latencies:
                 latencies = (*latencies, limit.latency_ms)
             table, refs, bucket, keys = throughput.images(pg, s3, throughput.ImageOptions(
                 count=pick(args.images, q, 1000, 40),  # type: ignore[arg-type]
