@@ -213,9 +213,11 @@ class ReportRow(_Record):
     error_class: str | None
     error: str | None
     copied_at: datetime | None
+    derived: str | None = None  # how a fitted/converted copy was made (FILESYNC_TRANSFORMS); None: the original
+    original_bytes: int | None = None  # the original's size when the copy was derived
 
     FIELDS = ("file_id", "path", "kind", "destination", "state", "remote_id", "url", "bytes", "attempts",
-              "error_class", "error", "copied_at")
+              "error_class", "error", "copied_at", "derived", "original_bytes")
 
 
 # --- access ------------------------------------------------------------------------------------------

@@ -179,7 +179,9 @@ SELECT f.file_id, f.path, f.kind, t.sink,
        CASE WHEN t.sink IS NULL THEN f.attempts ELSE t.attempts END,
        CASE WHEN t.sink IS NULL THEN f.error_class ELSE t.error_class END,
        CASE WHEN t.sink IS NULL THEN f.error ELSE t.error END,
-       t.done_at
+       t.done_at,
+       t.derivation ->> 'description',
+       (t.derivation -> 'original' ->> 'size')::bigint
 FROM {schema}.files AS f LEFT JOIN {schema}.transfers AS t ON t.file_id = f.file_id
 WHERE (%(sink)s::text IS NULL OR t.sink = %(sink)s::text)
   AND (%(run_id)s::bigint IS NULL OR f.run_id = %(run_id)s::bigint)  -- the run that recorded its outcome

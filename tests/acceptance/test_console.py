@@ -208,7 +208,8 @@ def test_report_csv_has_one_row_per_file_and_destination(mix: Mix, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     table = list(csv.DictReader(io.StringIO(done.stdout)))
     assert list(table[0]) == ["file_id", "path", "kind", "destination", "state", "remote_id", "url", "bytes",
-                              "attempts", "error_class", "error", "copied_at"]
+                              "attempts", "error_class", "error", "copied_at", "derived",
+                              "original_bytes"]
     got = {(r["file_id"], r["destination"]): r["state"] for r in table}
     assert got == {("img1", "local"): "done", ("img2", "local"): "done", ("img3", "local"): "done",
                    ("clip", "bunny"): "waiting", ("doc", ""): "skipped", ("gone", ""): "failed"}

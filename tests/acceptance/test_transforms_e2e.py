@@ -5,10 +5,13 @@ nothing; a destination with no transform gets the original bytes. Moto's S3, the
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +112,15 @@ def test_images_are_fitted_and_compressed_for_images_and_sent_as_they_are_elsewh
     assert derived["big"]["original"]["size"] > TEN_MB >= derived["big"]["sent"]["size"]
     assert derived["phone"]["original"]["mime"] == "image/heic" and derived["phone"]["sent"]["mime"] == "image/jpeg"
     assert bomb is not None and bomb[0] == "failed" and "decompression bomb" in bomb[1]
+
+    # `filesync report` shows the derivation beside each copy.
+    report = subprocess.run([sys.executable, "-m", "filesync", "report", "--csv"], env=env, capture_output=True,
+                            text=True, timeout=120, cwd="/")
+    assert report.returncode == 0, report.stderr
+    rows = {(r["file_id"], r["destination"]): r for r in csv.DictReader(io.StringIO(report.stdout))}
+    assert rows[("wide", "cloudflare-images")]["derived"] == "jpeg 13000x300→12000x277 jpeg q=85"
+    assert int(rows[("big", "cloudflare-images")]["original_bytes"]) == len(files["big"][0])
+    assert rows[("wide", "local")]["derived"] == ""  # the original, as it is
 
 
 def test_fit_is_the_default_for_cloudflare_images(tmp_path: Path, database_url: str, s3: S3Server) -> None:
