@@ -17,11 +17,12 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from filesync import __version__, daemon, demo, logs, pipeline, plan, redaction, report, sinks, stats
+from filesync import __version__, daemon, demo, logs, pipeline, plan, redaction, report, sinks, sources, stats
 from filesync.alerts import ALERT_SETTINGS, Alerts
 from filesync.app import App, all_settings, resolve_settings
 from filesync.errors import (
@@ -38,6 +39,7 @@ from filesync.logs import LOG_SETTINGS
 from filesync.model import Limits, Selection
 from filesync.observer import Observer, Observers
 from filesync.progress import ProgressDisplay
+from filesync.scan import scan
 from filesync.settings import Environment
 from filesync.verify import verify
 
@@ -448,6 +450,43 @@ def cmd_sinks(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_sources(args: argparse.Namespace) -> int:
+    """Installed sources with their settings."""
+    for name in sorted(ep.name for ep in entry_points(group=sources.GROUP)):
+        try:
+            cls = sources.load(name)
+        except ConfigError as exc:
+            print(f"{name}: unavailable ({exc})")
+            continue
+        about = (sys.modules[cls.__module__].__doc__ or cls.__name__).strip().splitlines()[0]
+        print(f"{name}  ({about.rstrip('.')})")
+        for s in cls.SETTINGS:
+            flags = ["required" if s.required else f"default {s.default!r}" if s.default else "optional"]
+            if s.secret:
+                flags.append("secret")
+            print(f"    {s.env:<28} {'; '.join(flags):<22} {s.help}")
+    return ExitCode.OK
+
+
+@_guarded
+def cmd_scan(args: argparse.Namespace, env: Environment) -> int:
+    """The source's listing into the catalog."""
+    if args.source:
+        env = Environment({**dict(env), "FILESYNC_SOURCE": args.source}, env_file=os.devnull)
+    _configure_logging(env, console=True, console_level="WARNING")
+    with App.build(env) as app:
+        app.ledger.migrate()
+        counts = scan(app, args.prefix)
+        if counts is None:
+            print("another worker is scanning right now; its scan serves this one")
+            return ExitCode.OK
+        objects, gone, skipped, copied = app.ledger.catalog_counts()
+    print(f"scanned {counts.listed} object(s): {counts.added} new, {counts.changed} changed, {counts.gone} gone, "
+          f"{counts.skipped} without bytes to copy (skipped)")
+    print(f"catalog: {objects} object(s), {copied} copied, {gone} gone, {skipped} skipped")
+    return ExitCode.OK
+
+
 @_guarded_own_settings
 def cmd_demo(args: argparse.Namespace, env: Environment) -> int:
     """Seed sample files and run the real pipeline into a local folder: no cloud account needed."""
@@ -630,6 +669,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     add("sinks", "list installed sinks and their settings",
         "Installed destinations, what they accept, and their settings.\n\nexample:\n  filesync sinks"
         ).set_defaults(func=cmd_sinks)
+    add("sources", "list installed sources and their settings",
+        "Installed sources (FILESYNC_SOURCE picks one) and their settings.\n\nexample:\n  filesync sources"
+        ).set_defaults(func=cmd_sources)
+    p = add("scan", "list the source into filesync's catalog (no app table needed)",
+            "List the source and record every object in filesync's catalog: new ones added, changed ones "
+            "(ETag, size) updated so the next run copies them again, gone ones marked. A second scan of an "
+            "unchanged source writes nothing. With FILESYNC_CATALOG=true every run scans first and takes its "
+            "work from the catalog.\n\nexamples:\n  FILESYNC_CATALOG=true filesync scan --prefix photos/\n"
+            "  FILESYNC_SOURCE=gdrive GDRIVE_FOLDER=<link> FILESYNC_CATALOG=true filesync scan")
+    p.add_argument("--source", metavar="NAME", help="the source to list (default FILESYNC_SOURCE)")
+    p.add_argument("--prefix", metavar="P", help="only keys starting with P (default FILESYNC_SCAN_PREFIX)")
+    p.set_defaults(func=cmd_scan)
     add("demo", "seed sample files and sync them to a local folder",
         "Seed sample files and run the real pipeline into a local folder on the embedded PostgreSQL: no cloud "
         "account needed.\n\nexample:\n  filesync demo").set_defaults(func=cmd_demo)

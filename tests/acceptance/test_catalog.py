@@ -109,3 +109,30 @@ def test_import_a_public_drive_folder_with_dates_and_places(tmp_path: Path, data
         assert hashlib.sha256((out / "2020/trip-1/IMG_0001.jpg").read_bytes()).digest() == \
             hashlib.sha256(photos["2020/trip-1/IMG_0001.jpg"]).digest()
         assert rows(database_url, "SELECT count(*) FROM filesync.catalog WHERE skip IS NOT NULL") == [(1,)]
+
+
+def test_filesync_scan_and_sources_on_the_command_line(tmp_path: Path, database_url: str) -> None:
+    import subprocess
+    import sys
+
+    src = tmp_path / "folder"
+    for n in range(5):
+        (src / f"a/{n}.jpg").parent.mkdir(parents=True, exist_ok=True)
+        (src / f"a/{n}.jpg").write_bytes(jpeg(n))
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "DATABASE_URL": database_url,
+           "FILESYNC_CATALOG": "true", "FILESYNC_SOURCE": "local", "FILESYNC_SOURCE_DIR": str(src),
+           "FILESYNC_ROUTES": "image/*=local", "FILESYNC_LOCAL_DIR": str(tmp_path / "out"),
+           "FILESYNC_LOG_FILE": os.devnull}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "filesync", *args], env=env, capture_output=True, text=True,
+                              timeout=120, cwd="/")
+
+    first, again, listed = cli("scan"), cli("scan"), cli("sources")
+
+    assert first.returncode == 0, first.stderr
+    assert "scanned 5 object(s): 5 new, 0 changed, 0 gone" in first.stdout
+    assert "scanned 5 object(s): 0 new, 0 changed, 0 gone" in again.stdout
+    assert {line.split()[0] for line in listed.stdout.splitlines() if not line.startswith(" ")} >= {
+        "gdrive", "local", "s3"}
+    assert "GDRIVE_API_KEY" in listed.stdout
