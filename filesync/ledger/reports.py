@@ -186,6 +186,11 @@ class RetrySelection:
         return bool(self.all_ or self.failed or self.waiting or self.skipped or self.file_ids or self.path_globs
                     or self.sink or self.error_class or self.since)
 
+    @property
+    def resend(self) -> bool:
+        """`--sink NAME --all`: also the files that destination holds, sent to it again (replacing them)."""
+        return self.all_ and self.sink is not None
+
     def states(self) -> tuple[bool, bool, bool]:
         """(failed, waiting, skipped) selected."""
         if self.failed or self.waiting or self.skipped:
@@ -362,6 +367,7 @@ def retry(ledger: Ledger, selection: RetrySelection) -> int:
         "ids": list(selection.file_ids) or None,
         "path_re": Selection(path_globs=selection.path_globs).path_regex(),
         "sink": selection.sink, "error_class": selection.error_class, "since": selection.since,
+        "resend": selection.resend,
     }
     with pg.db.transaction() as conn:
         if selection.file_ids:
@@ -373,6 +379,8 @@ def retry(ledger: Ledger, selection: RetrySelection) -> int:
         if not ids:
             return 0
         conn.execute(_q(pg, "retry_parked_transfers"), {"ids": ids, "sink": selection.sink})
+        if selection.resend:
+            conn.execute(_q(pg, "resend_transfers"), {"ids": ids, "sink": selection.sink})
         return int(conn.execute(_q(pg, "retry_files"), {"ids": ids}).rowcount)
 
 

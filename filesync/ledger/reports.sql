@@ -115,10 +115,13 @@ FROM {schema}.files AS f
 WHERE (f.claimed_until IS NULL OR f.claimed_until < now())
   AND ((%(failed)s AND f.state = 'failed')
        OR (%(waiting)s AND f.state = 'pending' AND f.next_attempt_at > now())
-       OR (%(skipped)s AND f.state = 'skipped'))
+       OR (%(skipped)s AND f.state = 'skipped')
+       -- `--sink NAME --all`: files that destination already holds are sent to it again, replacing the copy
+       OR (%(resend)s AND EXISTS (SELECT 1 FROM {schema}.transfers AS t
+                                  WHERE t.file_id = f.file_id AND t.sink = %(sink)s::text AND t.state = 'done')))
   AND (%(ids)s::text[] IS NULL OR f.file_id = ANY(%(ids)s::text[]))
   AND (%(path_re)s::text IS NULL OR f.path ~ %(path_re)s::text)
-  AND (%(sink)s::text IS NULL OR EXISTS (
+  AND (%(sink)s::text IS NULL OR %(resend)s OR EXISTS (
         SELECT 1 FROM {schema}.transfers AS t
         WHERE t.file_id = f.file_id AND t.sink = %(sink)s::text AND t.state <> 'done'))
   AND (%(error_class)s::text IS NULL OR f.error_class = %(error_class)s::text OR EXISTS (
@@ -143,6 +146,13 @@ WHERE file_id = ANY(%(ids)s::text[])
 UPDATE {schema}.transfers
 SET state = 'pending', attempts = 0, updated_at = now()
 WHERE state = 'failed' AND file_id = ANY(%(ids)s::text[]) AND (%(sink)s::text IS NULL OR sink = %(sink)s::text)
+
+-- name: resend_transfers
+-- `filesync retry --sink NAME --all`: that destination's copies of these files are sent again, replacing them
+-- (after a change of its FILESYNC_TRANSFORMS, say); the other destinations keep theirs.
+UPDATE {schema}.transfers
+SET state = 'pending', replace = true, resume_token = NULL, attempts = 0, updated_at = now()
+WHERE state = 'done' AND file_id = ANY(%(ids)s::text[]) AND sink = %(sink)s::text
 
 -- name: alert_state_init
 -- The alerts' memory in meta, created empty the first time: every worker (cron run or daemon) shares it.

@@ -141,3 +141,30 @@ def test_fit_is_the_default_for_cloudflare_images(tmp_path: Path, database_url: 
         with Image.open(io.BytesIO(image_at(cf, "wide"))) as im:
             assert im.size == (12_000, 277)
         assert image_at(cf, "small") == small  # within the limits: the original bytes
+
+
+def test_a_changed_transform_resends_nothing_until_retry_asks(tmp_path: Path, database_url: str, s3: S3Server) -> None:
+    photo = encode(Image.new("RGB", (64, 48), RED), "JPEG")
+    s3.put("p.jpg", photo, "image/jpeg")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute('INSERT INTO "File" (id, path) VALUES (%s, %s)', ("p", "p.jpg"))
+    with FakeCloudflare(token=TOKEN) as cf:
+        env = cloudflare_env(database_url, s3, cf, TOKEN, FILESYNC_CLOUDFLARE_RPS="500",
+                             FILESYNC_CLOUDFLARE_IMAGES_BATCH="false")
+        webp = {**env, "FILESYNC_TRANSFORMS": "cloudflare-images=webp:q=70"}
+        with App.build(Environment(env, env_file=os.devnull)) as app:
+            assert pipeline.run(app).copied == 1
+        with App.build(Environment(webp, env_file=os.devnull)) as app:
+            assert pipeline.run(app).per_sink == {}  # the setting changed: nothing is re-sent by itself
+        assert image_at(cf, "p") == photo
+
+        asked = subprocess.run([sys.executable, "-m", "filesync", "retry", "--sink", "cloudflare-images", "--all"],
+                               env=webp, capture_output=True, text=True, timeout=120, cwd="/")
+        assert asked.returncode == 0, asked.stderr
+        with App.build(Environment(webp, env_file=os.devnull)) as app:
+            again = pipeline.run(app)
+
+        assert again.per_sink == {"cloudflare-images": {"copied": 1}}
+        with Image.open(io.BytesIO(image_at(cf, "p"))) as im:
+            assert im.format == "WEBP"  # replaced under the same id, with the new profile
+        assert len(cf.stored_images()) == 1
