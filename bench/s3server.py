@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.latency_ms:
         app = with_latency(app, args.latency_ms / 1000)
     waitress.serve(app, host="127.0.0.1", port=args.port, threads=args.threads, ident=None,
-                   connection_limit=1000, channel_timeout=300, _quiet=True)
+                   connection_limit=1000, channel_timeout=300, max_request_body_size=8 * 1024**3,
+                   _quiet=True)
 
 
 if __name__ == "__main__":
