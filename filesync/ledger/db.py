@@ -6,8 +6,6 @@ import contextlib
 import logging
 import re
 import threading
-import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,10 +88,6 @@ def probe(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
         return connect_failure(exc)
 
 
-#: A pooled connection used within this many seconds is lent without a check round trip.
-RECHECK_AFTER = 5.0
-
-
 class Database:
     """A small pool; connections are checked before use so a restarted server is reconnected.
 
@@ -104,7 +98,6 @@ class Database:
 
     def __init__(self, url: str, *, max_size: int = 8, timeout: float = 15.0) -> None:
         self.url = url
-        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
         self._reached = False
         self._first_contact = threading.Lock()
         self._pool = ConnectionPool(
@@ -113,21 +106,12 @@ class Database:
             max_size=max_size,
             timeout=timeout,
             open=False,
-            check=self._check,
+            check=ConnectionPool.check_connection,
             kwargs={"autocommit": False, "connect_timeout": CONNECT_TIMEOUT, "application_name": "filesync"},
             reconnect_timeout=timeout,
         )
         with translated():
             self._pool.open(wait=False)
-
-    def _check(self, conn: psycopg.Connection[Any]) -> None:
-        """The pool's check before lending a connection, made only for one idle a while: a round trip per
-        checkout doubled the database round trips of a busy run, and a connection used moments ago that
-        broke since fails its next statement, which the caller handles like any outage."""
-        last = self._returned.get(conn)
-        if last is not None and time.monotonic() - last < RECHECK_AFTER:
-            return
-        ConnectionPool.check_connection(conn)
 
     def _reach(self) -> None:
         with self._first_contact:
@@ -144,10 +128,8 @@ class Database:
         if not self._reached:
             self._reach()
         try:
-            with translated(), self._pool.connection() as conn:
-                with conn.transaction():
-                    yield conn
-                self._returned[conn] = time.monotonic()
+            with translated(), self._pool.connection() as conn, conn.transaction():
+                yield conn
         except LedgerUnavailable as exc:
             if not isinstance(exc.__cause__, PoolTimeout):
                 raise
