@@ -105,9 +105,12 @@ class CloudflareImagesSink:
                    batch_base=values.batch_base)
 
     def check(self) -> None:
+        """The account API answers, and the batch token call too: a plan without the batch API is logged
+        (`images_batch_unavailable`) by `filesync check`, not first noticed in a run."""
         with translated(self.name):
             response = self.http.get(self.account.url("images", "v1", "stats"))
         self._raise(response)
+        self._route()
 
     def exists(self, obj: SourceObject, remote_id: str | None = None) -> RemoteObject | None:
         image = self._lookup(remote_id or obj.file_id)

@@ -253,6 +253,16 @@ def test_a_refused_token_call_falls_back_to_the_account_api(fake: FakeCloudflare
     assert fake.token not in str(event)
 
 
+def test_check_reports_a_plan_without_the_batch_api(fake: FakeCloudflare) -> None:
+    fake.refuse_batch_tokens()
+    sink = batch_sink(fake)
+    with capture_logs() as logs:
+        sink.check()  # the account API works: not an error, but said once
+        sink.check()
+    sink.close()
+    assert len(unavailable_events(logs)) == 1 and len(token_calls(fake)) == 1
+
+
 def test_a_refused_api_token_stops_the_destination_at_the_token_call(fake: FakeCloudflare) -> None:
     secret = "cf-revoked-token-5678"
     sink = batch_sink(fake, token=secret)
