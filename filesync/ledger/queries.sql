@@ -29,11 +29,19 @@ WHERE t.file_id = f.file_id AND t.state = 'done' AND f.state <> 'done'
 -- whose row changed takes the new values (a new path makes it due again with fresh attempts). Dates are
 -- read through to_json, whose ISO 8601 form does not depend on the session's DateStyle. A file marked
 -- done while this statement waited on its row keeps its state: the DO UPDATE sees the row as committed.
+-- Rows the ledger already holds unchanged are left out by an anti-join, not probed by ON CONFLICT: a run with
+-- nothing new writes nothing and locks nothing.
 INSERT INTO {schema}.files AS f (file_id, path, date_taken, gps)
 SELECT DISTINCT ON (a.{app_id}::text)
        a.{app_id}::text, a.{app_path}::text, to_json(a.{app_date}) #>> '{{}}', a.{app_gps}::text
 FROM {app} AS a
 WHERE a.{app_copied} IS NOT TRUE AND a.{app_id} IS NOT NULL
+  AND NOT EXISTS (
+        SELECT 1 FROM {schema}.files AS k
+        WHERE k.file_id = a.{app_id}::text
+          AND (k.state = 'done'  -- a copied file with its flag reset: requeue_reset's, not this statement's
+               OR (k.path, k.date_taken, k.gps) IS NOT DISTINCT FROM
+                  (a.{app_path}::text, to_json(a.{app_date}) #>> '{{}}', a.{app_gps}::text)))
 ORDER BY a.{app_id}::text
 ON CONFLICT (file_id) DO UPDATE
 SET path = EXCLUDED.path, date_taken = EXCLUDED.date_taken, gps = EXCLUDED.gps,
@@ -66,6 +74,13 @@ FROM reset WHERE f.file_id = reset.file_id
 -- name: rows_without_id
 -- App rows filesync cannot track (their id is NULL): counted for `status` and the run summary.
 SELECT count(*) FROM {app} AS a WHERE a.{app_id} IS NULL AND a.{app_copied} IS NOT TRUE
+
+-- name: id_is_unique
+-- Whether the app's id column has a unique index of its own: then the duplicate-id pass has nothing to find.
+SELECT EXISTS (
+    SELECT 1 FROM pg_index AS i JOIN pg_attribute AS c ON c.attrelid = i.indrelid AND c.attnum = i.indkey[0]
+    WHERE i.indrelid = to_regclass(%(table)s) AND i.indisunique AND i.indnkeyatts = 1 AND c.attname = %(column)s
+)
 
 -- name: duplicate_ids
 -- Ids that appear on more than one not-yet-copied row cannot be told apart: park them with a reason.

@@ -44,6 +44,7 @@ class PostgresLedger:
         self.schema = schema
         self.app = app
         self.q = Queries(schema, app)
+        self._unique_ids: bool | None = None  # the app table has a unique index on its id column
 
     # --- schema -----------------------------------------------------------------------------------
     def migrate(self) -> list[int]:
@@ -67,10 +68,19 @@ class PostgresLedger:
             moved = conn.execute(self.q["requeue_moved"]).rowcount
             added = conn.execute(self.q["enqueue"]).rowcount
             reset = conn.execute(self.q["requeue_reset"]).rowcount
-            conn.execute(self.q["duplicate_ids"])
+            if not self._id_unique(conn):
+                conn.execute(self.q["duplicate_ids"])
         if moved or reset:
             log.info("enqueue_changed", transfers_to_replace=moved, flags_reset=reset)
         return max(added, 0) + max(reset, 0)
+
+    def _id_unique(self, conn: Any) -> bool:
+        """Whether the app's ids are unique by an index (asked once per process): no duplicate-id pass then."""
+        if self._unique_ids is None:
+            table = sql.Identifier(*self.app.table).as_string(conn)
+            row = conn.execute(self.q["id_is_unique"], {"table": table, "column": self.app.id}).fetchone()
+            self._unique_ids = bool(row and row[0])
+        return self._unique_ids
 
     def requeue_for_routes(self, routes: str, sinks_for: SinksFor) -> int:
         """When the routes changed since the last run: done or skipped files whose type's route now
