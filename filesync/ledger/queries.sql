@@ -75,6 +75,10 @@ FROM reset WHERE f.file_id = reset.file_id
 -- App rows filesync cannot track (their id is NULL): counted for `status` and the run summary.
 SELECT count(*) FROM {app} AS a WHERE a.{app_id} IS NULL AND a.{app_copied} IS NOT TRUE
 
+-- name: analyze_files
+-- Fresh statistics after a large enqueue, so the claim's plan fits the backlog it now has.
+ANALYZE {schema}.files
+
 -- name: id_is_unique
 -- Whether the app's id column has a unique index of its own: then the duplicate-id pass has nothing to find.
 SELECT EXISTS (

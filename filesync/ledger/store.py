@@ -34,6 +34,9 @@ from filesync.model import SKIP, Entry, FileTask, RemoteObject, RunSummary, Scan
 from filesync.settings import AppTable
 
 log = structlog.get_logger("filesync")
+#: An enqueue adding this many files refreshes the ledger's statistics: the claim's plan stays right for a
+#: backlog that grew from nothing (autovacuum's analyze comes later and less often).
+ANALYZE_AFTER = 10_000
 
 
 class PostgresLedger:
@@ -70,6 +73,9 @@ class PostgresLedger:
             reset = conn.execute(self.q["requeue_reset"]).rowcount
             if not self._id_unique(conn):
                 conn.execute(self.q["duplicate_ids"])
+        if added >= ANALYZE_AFTER:
+            with self.db.transaction() as conn:
+                conn.execute(self.q["analyze_files"])
         if moved or reset:
             log.info("enqueue_changed", transfers_to_replace=moved, flags_reset=reset)
         return max(added, 0) + max(reset, 0)
