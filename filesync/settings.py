@@ -287,8 +287,11 @@ PLUGIN_GROUPS = ("filesync.sources", "filesync.sinks")
 def registered() -> tuple[Setting, ...]:
     """Every registered setting, then those of every installed plug-in (found by entry point, as fsspec's
     registry is fed), once each. A plug-in that cannot be imported contributes nothing here; naming it
-    in FILESYNC_ROUTES or FILESYNC_SOURCE reports why."""
-    found = dict(_registry)
+    in FILESYNC_ROUTES or FILESYNC_SOURCE reports why. The order does not depend on which feature happened to
+    be imported first: the core's settings, then the features' by group name, then the plug-ins' by name."""
+    core = {s.env for s in CORE_SETTINGS}
+    features = sorted((s for s in _registry.values() if s.env not in core), key=lambda s: s.group)
+    found = {s.env: s for s in (*CORE_SETTINGS, *features)}
     for group in PLUGIN_GROUPS:
         for ep in sorted(entry_points(group=group), key=lambda ep: ep.name):
             try:
