@@ -12,6 +12,7 @@ import math
 import os
 import re
 import socket
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
@@ -267,6 +268,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
 
 
 _registry: dict[str, Setting] = {}
+_declared_by: dict[str, str] = {}  # setting -> the module that registered it (a stable order)
 
 
 def register(settings: Iterable[Setting]) -> tuple[Setting, ...]:
@@ -276,8 +278,10 @@ def register(settings: Iterable[Setting]) -> tuple[Setting, ...]:
     a feature declares its settings beside its code and registers them when its module is imported.
     """
     group = tuple(settings)
+    module = str(sys._getframe(1).f_globals.get("__name__", ""))
     for setting in group:
         _registry.setdefault(setting.env, setting)
+        _declared_by.setdefault(setting.env, module)
     return group
 
 
@@ -290,7 +294,10 @@ def registered() -> tuple[Setting, ...]:
     in FILESYNC_ROUTES or FILESYNC_SOURCE reports why. The order does not depend on which feature happened to
     be imported first: the core's settings, then the features' by group name, then the plug-ins' by name."""
     core = {s.env for s in CORE_SETTINGS}
-    features = sorted((s for s in _registry.values() if s.env not in core), key=lambda s: s.group)
+    # by group, then by the module that declared it (two features may share a group), then as declared
+    order = {env: n for n, env in enumerate(_registry)}
+    features = sorted((s for s in _registry.values() if s.env not in core),
+                      key=lambda s: (s.group, _declared_by.get(s.env, ""), order[s.env]))
     found = {s.env: s for s in (*CORE_SETTINGS, *features)}
     for group in PLUGIN_GROUPS:
         for ep in sorted(entry_points(group=group), key=lambda ep: ep.name):

@@ -53,3 +53,13 @@ def test_every_named_query_says_what_it_does() -> None:
                     if not following.startswith("-- ")]
     assert not undocumented
     assert set(raw_queries()) == set(re.findall(r"^-- name: (\w+)$", text, re.MULTILINE))
+
+
+def test_the_settings_order_does_not_depend_on_import_order() -> None:
+    """The README table and .env.example come from it: any test order must produce the same."""
+    code = "from filesync.app import all_settings; print([s.env for s in all_settings()])"
+    orders = ["", "import filesync.transforms, filesync.stats, filesync.alerts; ",
+              "import filesync.stats, filesync.logs, filesync.schedule; "]
+    outputs = {subprocess.run([sys.executable, "-c", first + code], capture_output=True, text=True,
+                              timeout=120, check=True).stdout for first in orders}
+    assert len(outputs) == 1
