@@ -1,7 +1,7 @@
-"""Benchmark 5: peak memory of fitting a 100-megapixel JPEG for Cloudflare Images, several at once.
+"""Benchmark 6: peak memory of fitting a 100-megapixel JPEG for Cloudflare Images, several at once.
 
-`python bench/transform_memory.py [--megapixels 100] [--threads 4] [--markdown]`, by hand; not part of
-`bench/run.py` nor of CI. Each case is a child process of its own (`--child`): it imports filesync, reads its
+`python -m bench --only transforms` (20 MP with --quick), or by hand with
+`python bench/transform_memory.py [--megapixels 100] [--threads 4] [--markdown]`; not in CI. Each case is a child process of its own (`--child`): it imports filesync, reads its
 VmHWM from /proc/self/status (the floor: interpreter, Pillow, pillow-heif, the sink registry), fits the same
 JPEG in N threads at once through `plan()` and `apply()` with Cloudflare Images' declared limits, and reads its
 VmHWM again. The kernel's high-water mark only grows, so the second reading is the peak of the whole case.
@@ -98,6 +98,26 @@ def run_case(path: Path, threads: int, budget_name: str) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def run(megapixels: int = 100, threads: int = 4) -> Table:
+    """The scenario `python -m bench` runs: peak memory fitting one JPEG, alone and `threads` at once."""
+    from filesync.transforms import DECODE_BUDGET_BYTES
+
+    path = make_jpeg(megapixels)
+    table = Table(f"6. Transform memory: a {megapixels} MP JPEG fitted for Cloudflare Images",
+                  ["threads", "decode budget", "peak RSS MiB", "over floor MiB", "s"])
+    source = result = ""
+    for n, budget in ((1, "default"), (threads, "default"), (threads, "none")):
+        r = run_case(path, n, budget)
+        peak, floor = int(r["peak"]), int(r["floor"])  # type: ignore[call-overload]
+        label = f"{DECODE_BUDGET_BYTES / 2**30:.0f} GiB" if budget == "default" else "none"
+        table.add(n, label, mib(peak), f"+{mib(peak - floor)}", f"{float(r['seconds']):.1f}")  # type: ignore[arg-type]
+        source, result = str(r["source"]), str(r["result"])
+    table.notes.append(f"source {source}; each transform: {result}.")
+    table.notes.append("peak RSS: VmHWM of the child process; floor: its VmHWM after imports, before the first "
+                       "transform. s: wall time of the transforms (all threads).")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--megapixels", type=int, default=100, help="size of the JPEG (default 100)")
@@ -110,21 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.child, args.threads, args.budget)))
         return 0
 
-    from filesync.transforms import DECODE_BUDGET_BYTES
-
-    path = make_jpeg(args.megapixels)
-    table = Table(f"5. Transform memory: a {args.megapixels} MP JPEG fitted for Cloudflare Images",
-                  ["threads", "decode budget", "peak RSS MiB", "over floor MiB", "s"])
-    source = result = ""
-    for threads, budget in ((1, "default"), (args.threads, "default"), (args.threads, "none")):
-        r = run_case(path, threads, budget)
-        peak, floor = int(r["peak"]), int(r["floor"])  # type: ignore[call-overload]
-        label = f"{DECODE_BUDGET_BYTES / 2**30:.0f} GiB" if budget == "default" else "none"
-        table.add(threads, label, mib(peak), f"+{mib(peak - floor)}", f"{float(r['seconds']):.1f}")  # type: ignore[arg-type]
-        source, result = str(r["source"]), str(r["result"])
-    table.notes.append(f"source {source}; each transform: {result}.")
-    table.notes.append("peak RSS: VmHWM of the child process; floor: its VmHWM after imports, before the first "
-                       "transform. s: wall time of the transforms (all threads).")
+    table = run(args.megapixels, args.threads)
     print()
     print(markdown(table) if args.markdown else text(table))
     return 0
