@@ -1,15 +1,16 @@
 """Benchmark 6: peak memory of fitting a 100-megapixel JPEG for Cloudflare Images, several at once.
 
-`python -m bench --only transforms` (20 MP with --quick), or by hand with
-`python bench/transform_memory.py [--megapixels 100] [--threads 4] [--markdown]`; not in CI. Each case is a child process of its own (`--child`): it imports filesync, reads its
-VmHWM from /proc/self/status (the floor: interpreter, Pillow, pillow-heif, the sink registry), fits the same
-JPEG in N threads at once through `plan()` and `apply()` with Cloudflare Images' declared limits, and reads its
-VmHWM again. The kernel's high-water mark only grows, so the second reading is the peak of the whole case.
+`python -m bench --only transforms` (20 MP with --quick), or by hand with `python bench/transform_memory.py
+[--megapixels 100] [--threads 4] [--markdown]`; not in CI. Each case is a child process of its own (`--child`): it
+imports filesync, reads its VmHWM from /proc/self/status (the floor: interpreter, Pillow, pillow-heif, the sink
+registry), fits the same JPEG in N threads at once through `plan()` and `apply()` with Cloudflare Images' declared
+limits, and reads its VmHWM again. The kernel's high-water mark only grows, so the second reading is the peak of the
+whole case.
 
-The JPEG is 12,500 px wide (over the 12,000 px limit), so libjpeg cannot reduce while decoding: each transform
-holds the decoded source (4 bytes a pixel in Pillow) and the resized copy. A smaller `--megapixels` (quicker)
-is shrunk by the same 4 % with `fit:max=`. Cases: the default `DecodeBudget`
-(shared by the threads), no budget at all, and one thread for comparison.
+The JPEG is 12,500 px wide (over the 12,000 px limit), so libjpeg cannot reduce while decoding: each transform holds
+the decoded source (4 bytes a pixel in Pillow) and the resized copy. A smaller `--megapixels` (quicker) is shrunk by
+the same 4 % with `fit:max=`. Cases: the default `DecodeBudget` (shared by the threads), no budget at all, and one
+thread for comparison.
 """
 
 from __future__ import annotations
