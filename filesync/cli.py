@@ -40,7 +40,7 @@ from filesync.model import Limits, Selection
 from filesync.observer import Observer, Observers
 from filesync.progress import ProgressDisplay
 from filesync.scan import scan
-from filesync.settings import Environment
+from filesync.settings import Environment, Setting
 from filesync.verify import verify
 
 
@@ -442,12 +442,17 @@ def cmd_sinks(args: argparse.Namespace) -> int:
         kinds = ",".join(sorted(str(k) for k in caps.kinds))
         print(f"{name}  (kinds: {kinds}{', resumable' if caps.resumable else ''}"
               f"{', keeps metadata' if caps.keeps_metadata else ''})")
-        for s in cls.SETTINGS:
-            flags = ["required" if s.required else f"default {s.default!r}" if s.default else "optional"]
-            if s.secret:
-                flags.append("secret")
-            print(f"    {s.env:<28} {'; '.join(flags):<22} {s.help}")
+        _print_settings(cls.SETTINGS)
     return ExitCode.OK
+
+
+def _print_settings(settings: Sequence[Setting]) -> None:
+    """A plug-in's settings, one line each, for `filesync sinks` and `filesync sources`."""
+    for s in settings:
+        flags = ["required" if s.required else f"default {s.default!r}" if s.default else "optional"]
+        if s.secret:
+            flags.append("secret")
+        print(f"    {s.env:<28} {'; '.join(flags):<22} {s.help}")
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
@@ -460,11 +465,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
             continue
         about = (sys.modules[cls.__module__].__doc__ or cls.__name__).strip().splitlines()[0]
         print(f"{name}  ({about.rstrip('.')})")
-        for s in cls.SETTINGS:
-            flags = ["required" if s.required else f"default {s.default!r}" if s.default else "optional"]
-            if s.secret:
-                flags.append("secret")
-            print(f"    {s.env:<28} {'; '.join(flags):<22} {s.help}")
+        _print_settings(cls.SETTINGS)
     return ExitCode.OK
 
 
