@@ -74,7 +74,6 @@ class TransferSession:
     sink: str
     token: str | None
     replace: bool = False
-    sent: int = 0
 
     @property
     def resume_token(self) -> str | None:
@@ -85,7 +84,6 @@ class TransferSession:
         self.token = token
 
     def progress(self, nbytes: int) -> None:
-        self.sent += nbytes
         self.pipeline.touch(self.file_id)
         self.pipeline.observer.transfer_progress(self.file_id, self.sink, nbytes)
         if self.pipeline.abort.is_set():
