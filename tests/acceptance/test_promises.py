@@ -240,7 +240,8 @@ def test_a_bucket_endpoint_that_never_answers_ends_the_run_in_bounded_time(datab
             except TimeoutError:
                 continue
 
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     env = {"DATABASE_URL": database_url, "FILESYNC_SOURCE": "s3",
            "SPACES_ENDPOINT": f"http://127.0.0.1:{listener.getsockname()[1]}", "SPACES_KEY": "k" * 20,
            "SPACES_SECRET": "s" * 40, "SPACES_BUCKET": "media", "FILESYNC_ROUTES": "image/*=local",
@@ -251,6 +252,7 @@ def test_a_bucket_endpoint_that_never_answers_ends_the_run_in_bounded_time(datab
         elapsed = time.monotonic() - started
     finally:
         stop.set()
+        acceptor.join()  # closing the listener under a blocked accept() raises in the thread (EBADF)
         for conn in held:
             conn.close()
         listener.close()
