@@ -98,7 +98,8 @@ class Ledger(Protocol):
         files to one name); the id of the file that owns it, which is not this one on a collision."""
 
     def record_info(self, file_id: str, kind: str, mime: str, size: int) -> None:
-        """What inspection found (kind, type, bytes): shown by status and used by the backfill."""
+        """What inspection found (kind, type, bytes): shown by status and used by the backfill. A store may
+        keep it until the file's outcome and record it in the same statement."""
 
     def save_resume_token(self, worker: str, file_id: str, sink: str, token: str | None) -> None:
         """Durably store (or clear) a transfer's resume token (a tus URL) before bytes move."""

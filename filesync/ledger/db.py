@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import select
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from filesync.errors import LedgerError, LedgerUnavailable
@@ -88,12 +90,30 @@ def probe(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
         return connect_failure(exc)
 
 
-class Database:
-    """A small pool; connections are checked before use so a restarted server is reconnected.
+def check_cheaply(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check before handing out a connection, without a round trip when the connection looks sound.
 
-    The first use makes one direct connection first, so a database that cannot be reached at all
-    fails at once with libpq's reason instead of after the pool's wait; once it has been reached, an
-    outage is the pool's to ride out.
+    A server that restarts, or ends the session, first writes a FATAL message and closes the socket, so a
+    dead idle connection has something to read; a sound one has nothing. Only then (or when the connection
+    is not idle) is the round trip of psycopg's own check paid. Connections idle longer than the pool's
+    max_idle are closed by the pool, so a silently dropped one is not kept for long.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    if conn.info.transaction_status == TransactionStatus.IDLE:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if not readable:
+            return
+    ConnectionPool.check_connection(conn)
+
+
+class Database:
+    """A small pool of autocommit connections; each is checked before use so a restarted server is reconnected.
+
+    `statement()` runs one statement on its own (PostgreSQL makes it a transaction: one round trip, no
+    BEGIN and COMMIT); `transaction()` wraps several. The first use makes one direct connection first, so a
+    database that cannot be reached at all fails at once with libpq's reason instead of after the pool's
+    wait; once it has been reached, an outage is the pool's to ride out.
     """
 
     def __init__(self, url: str, *, max_size: int = 8, timeout: float = 15.0) -> None:
@@ -106,8 +126,8 @@ class Database:
             max_size=max_size,
             timeout=timeout,
             open=False,
-            check=ConnectionPool.check_connection,
-            kwargs={"autocommit": False, "connect_timeout": CONNECT_TIMEOUT, "application_name": "filesync"},
+            check=check_cheaply,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, "application_name": "filesync"},
             reconnect_timeout=timeout,
         )
         with translated():
@@ -125,11 +145,26 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection inside one transaction: committed on success, rolled back on error."""
+        with self._connection(transaction=True) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def statement(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one statement, committed by PostgreSQL as it ends (autocommit)."""
+        with self._connection(transaction=False) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _connection(self, *, transaction: bool) -> Iterator[psycopg.Connection[Any]]:
         if not self._reached:
             self._reach()
         try:
-            with translated(), self._pool.connection() as conn, conn.transaction():
-                yield conn
+            with translated(), self._pool.connection() as conn:
+                if transaction:
+                    with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
         except LedgerUnavailable as exc:
             if not isinstance(exc.__cause__, PoolTimeout):
                 raise

@@ -96,7 +96,9 @@ FROM (SELECT a.{app_id}::text AS id FROM {app} AS a
 WHERE f.file_id = d.id AND f.state = 'pending'
 
 -- name: claim
--- Lease up to `limit` due pending files to a worker, oldest due first; rows another worker is claiming are skipped.
+-- Lease up to `limit` due pending files to a worker, oldest due first, with what each already has at its
+-- destinations (done, parked, resume tokens, to replace), in one round trip; rows another worker is
+-- claiming are skipped.
 WITH due AS (
     SELECT file_id FROM {schema}.files
     WHERE state = 'pending' AND next_attempt_at <= now()
@@ -113,17 +115,19 @@ WITH due AS (
     ORDER BY next_attempt_at, file_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {schema}.files AS f
+    SET claimed_by = %(worker)s, claimed_until = now() + make_interval(secs => %(lease)s), updated_at = now()
+    FROM due
+    WHERE f.file_id = due.file_id
+    RETURNING f.file_id, f.path, f.date_taken, f.gps, f.attempts, f.next_attempt_at
 )
-UPDATE {schema}.files AS f
-SET claimed_by = %(worker)s, claimed_until = now() + make_interval(secs => %(lease)s), updated_at = now()
-FROM due
-WHERE f.file_id = due.file_id
-RETURNING f.file_id, f.path, f.date_taken, f.gps, f.attempts
-
--- name: claimed_transfers
--- What a claimed file already has: done and parked destinations, resume tokens.
-SELECT file_id, sink, state, resume_token, coalesce(error_class, 'client'), coalesce(error, ''), replace
-FROM {schema}.transfers WHERE file_id = ANY(%(ids)s)
+SELECT c.file_id, c.path, c.date_taken, c.gps, c.attempts,
+       coalesce((SELECT json_agg(json_build_array(t.sink, t.state, t.resume_token, coalesce(t.error_class, 'client'),
+                                                  coalesce(t.error, ''), t.replace))
+                 FROM {schema}.transfers AS t WHERE t.file_id = c.file_id), '[]'::json)
+FROM claimed AS c
+ORDER BY c.next_attempt_at, c.file_id
 
 -- name: heartbeat
 -- Extend a worker's leases on the files it is still working on.
@@ -153,52 +157,107 @@ WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now(
 FOR UPDATE
 
 -- name: claim_name
--- Take a destination name for a file (first come, first served); returns the file that owns it.
-WITH taken AS (
-    INSERT INTO {schema}.names (sink, name, file_id) VALUES (%(sink)s, %(name)s, %(file_id)s)
+-- Take a destination name for a file (first come, first served) if the worker still holds the file's lease:
+-- (lease held, the file that owns the name). The owner is NULL when another worker took the name after this
+-- statement's snapshot: asked again, it is there.
+WITH lease AS (
+    SELECT file_id FROM {schema}.files
+    WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now()
+), taken AS (
+    INSERT INTO {schema}.names (sink, name, file_id) SELECT %(sink)s, %(name)s, file_id FROM lease
     ON CONFLICT (sink, name) DO NOTHING
     RETURNING file_id
 )
-SELECT file_id FROM taken
-UNION ALL
-SELECT file_id FROM {schema}.names WHERE sink = %(sink)s AND name = %(name)s
-LIMIT 1
-
--- name: transfer_stale
--- The file changed while this transfer was sending the old bytes: send it again, replacing them.
-INSERT INTO {schema}.transfers AS t (file_id, sink, state, replace) VALUES (%(file_id)s, %(sink)s, 'pending', true)
-ON CONFLICT (file_id, sink) DO UPDATE SET state = 'pending', replace = true, resume_token = NULL, updated_at = now()
-
--- name: file_info
--- What inspection found: kind, MIME type and size (status, the backfill and verify use them).
-UPDATE {schema}.files SET kind = %(kind)s, mime = %(mime)s, size = %(size)s, updated_at = now()
-WHERE file_id = %(file_id)s
+SELECT EXISTS (SELECT 1 FROM lease),
+       coalesce((SELECT file_id FROM taken),
+                (SELECT file_id FROM {schema}.names WHERE sink = %(sink)s AND name = %(name)s))
 
 -- name: save_token
--- Store (or clear) a transfer's resume token, e.g. a tus upload URL, before its bytes move.
+-- Store (or clear) a transfer's resume token, e.g. a tus upload URL, before its bytes move; only while the
+-- worker holds the file's lease (no row back otherwise).
+WITH lease AS (
+    SELECT file_id FROM {schema}.files
+    WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now()
+    FOR UPDATE
+)
 INSERT INTO {schema}.transfers (file_id, sink, resume_token)
-VALUES (%(file_id)s, %(sink)s, %(token)s)
+SELECT file_id, %(sink)s, %(token)s FROM lease
 ON CONFLICT (file_id, sink) DO UPDATE SET resume_token = EXCLUDED.resume_token, updated_at = now()
+RETURNING file_id
 
 -- name: transfer_done
--- One destination holds the file: its remote id, URL, bytes and checksum; the replace mark is cleared.
-INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, remote_id, remote_url, bytes, checksum,
-                                     done_at, resume_token, derivation)
-VALUES (%(file_id)s, %(sink)s, 'done', 1, %(remote_id)s, %(url)s, %(bytes)s, %(checksum)s, now(), NULL,
-        %(derivation)s)
-ON CONFLICT (file_id, sink) DO UPDATE
-SET state = 'done', attempts = t.attempts + 1, remote_id = EXCLUDED.remote_id, remote_url = EXCLUDED.remote_url,
-    bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum, done_at = now(), resume_token = NULL, replace = false,
-    derivation = EXCLUDED.derivation,
-    error_class = NULL, error_status = NULL, error = NULL, updated_at = now()
+-- One destination holds the file, recorded in one statement if the worker still holds the lease: the
+-- transfer (remote id, URL, bytes, checksum; the replace mark cleared), what inspection found (kind, type,
+-- size), and, when every routed destination now holds the file, the file done and the app's flag set. A
+-- row whose path moved since `path` was read records nothing but marks the transfer to be sent again.
+-- (lease held, path now, recorded, complete).
+WITH lease AS (
+    SELECT file_id, path FROM {schema}.files
+    WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now()
+    FOR UPDATE
+), fresh AS (
+    SELECT file_id FROM lease WHERE %(path)s::text IS NULL OR path IS NOT DISTINCT FROM %(path)s::text
+), transfer AS (
+    INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, remote_id, remote_url, bytes, checksum,
+                                         done_at, resume_token, derivation)
+    SELECT file_id, %(sink)s, 'done', 1, %(remote_id)s, %(url)s, %(bytes)s, %(checksum)s, now(), NULL,
+           %(derivation)s::jsonb
+    FROM fresh
+    ON CONFLICT (file_id, sink) DO UPDATE
+    SET state = 'done', attempts = t.attempts + 1, remote_id = EXCLUDED.remote_id, remote_url = EXCLUDED.remote_url,
+        bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum, done_at = now(), resume_token = NULL, replace = false,
+        derivation = EXCLUDED.derivation,
+        error_class = NULL, error_status = NULL, error = NULL, updated_at = now()
+), stale AS (
+    INSERT INTO {schema}.transfers AS t (file_id, sink, state, replace)
+    SELECT file_id, %(sink)s, 'pending', true FROM lease WHERE NOT EXISTS (SELECT 1 FROM fresh)
+    ON CONFLICT (file_id, sink) DO UPDATE SET state = 'pending', replace = true, resume_token = NULL, updated_at = now()
+), complete AS (
+    SELECT fresh.file_id,
+           NOT EXISTS (SELECT 1 FROM unnest(%(routed)s::text[]) AS r(sink)
+                       WHERE r.sink <> %(sink)s
+                         AND NOT EXISTS (SELECT 1 FROM {schema}.transfers AS t
+                                         WHERE t.file_id = fresh.file_id AND t.sink = r.sink AND t.state = 'done'))
+           AS whole
+    FROM fresh
+), file AS (
+    UPDATE {schema}.files AS f
+    SET kind = coalesce(%(kind)s, f.kind), mime = coalesce(%(mime)s, f.mime), size = coalesce(%(size)s, f.size),
+        state = CASE WHEN c.whole THEN 'done' ELSE f.state END,
+        claimed_by = CASE WHEN c.whole THEN NULL ELSE f.claimed_by END,
+        claimed_until = CASE WHEN c.whole THEN NULL ELSE f.claimed_until END,
+        error_class = CASE WHEN c.whole THEN NULL ELSE f.error_class END,
+        error_status = CASE WHEN c.whole THEN NULL ELSE f.error_status END,
+        error = CASE WHEN c.whole THEN NULL ELSE f.error END,
+        done_at = CASE WHEN c.whole THEN now() ELSE f.done_at END,
+        run_id = CASE WHEN c.whole THEN (SELECT r.id FROM {schema}.runs AS r
+                                         WHERE r.worker = f.claimed_by AND r.status = 'running'
+                                         ORDER BY r.id DESC LIMIT 1)
+                      ELSE f.run_id END,
+        updated_at = now()
+    FROM complete AS c
+    WHERE f.file_id = c.file_id
+), app AS (
+    UPDATE {app} SET {app_copied} = true
+    WHERE {app_id} = %(app_file_id)s AND {app_copied} IS NOT TRUE AND (SELECT whole FROM complete)
+)
+SELECT EXISTS (SELECT 1 FROM lease), (SELECT path FROM lease), EXISTS (SELECT 1 FROM fresh),
+       coalesce((SELECT whole FROM complete), false)
 
 -- name: transfer_failed
--- One destination failed the file: parked ('failed') when permanent, else pending, with the reason.
+-- One destination failed the file: parked ('failed') when permanent, else pending, with the reason; only
+-- while the worker holds the file's lease (no row back otherwise).
+WITH lease AS (
+    SELECT file_id FROM {schema}.files
+    WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now()
+    FOR UPDATE
+)
 INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, error_class, error_status, error)
-VALUES (%(file_id)s, %(sink)s, %(state)s, 1, %(error_class)s, %(status)s, %(error)s)
+SELECT file_id, %(sink)s, %(state)s, 1, %(error_class)s, %(status)s, %(error)s FROM lease
 ON CONFLICT (file_id, sink) DO UPDATE
 SET state = EXCLUDED.state, attempts = t.attempts + 1, error_class = EXCLUDED.error_class,
     error_status = EXCLUDED.error_status, error = EXCLUDED.error, updated_at = now()
+RETURNING file_id
 
 -- name: done_sinks
 -- The destinations that hold the file.
@@ -224,26 +283,30 @@ WHERE file_id = ANY(%(ids)s) AND state = 'pending' AND claimed_by IS NULL
 
 -- name: file_failed
 -- Count an attempt (unless this run counted one already): parked ('failed') or due again after `retry_in`
--- seconds (the policy decided which).
+-- seconds (the policy decided which); with what inspection found. Only the lease holder: no row otherwise.
 UPDATE {schema}.files
 SET attempts = attempts + CASE WHEN %(count)s THEN 1 ELSE 0 END,
+    kind = coalesce(%(kind)s, kind), mime = coalesce(%(mime)s, mime), size = coalesce(%(size)s, size),
     state = CASE WHEN %(park)s THEN 'failed' ELSE 'pending' END,
     next_attempt_at = now() + make_interval(secs => %(retry_in)s),
     error_class = %(error_class)s, error_status = %(status)s, error = %(error)s,
     run_id = (SELECT r.id FROM {schema}.runs AS r WHERE r.worker = {schema}.files.claimed_by AND r.status = 'running'
               ORDER BY r.id DESC LIMIT 1),
     claimed_by = NULL, claimed_until = NULL, updated_at = now()
-WHERE file_id = %(file_id)s
+WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now()
 RETURNING state, attempts
 
 -- name: file_skipped
--- No route for the file's type: skipped with the reason until the routes change.
+-- No route for the file's type: skipped with the reason (and its type) until the routes change. Only the
+-- lease holder: no row otherwise.
 UPDATE {schema}.files
 SET state = 'skipped', error_class = 'unsupported', error_status = NULL, error = %(reason)s,
+    kind = coalesce(%(kind)s, kind), mime = coalesce(%(mime)s, mime), size = coalesce(%(size)s, size),
     run_id = (SELECT r.id FROM {schema}.runs AS r WHERE r.worker = {schema}.files.claimed_by AND r.status = 'running'
               ORDER BY r.id DESC LIMIT 1),
     claimed_by = NULL, claimed_until = NULL, updated_at = now()
-WHERE file_id = %(file_id)s
+WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now()
+RETURNING file_id
 
 -- name: done_mimes
 -- MIME types of done or skipped files and the destinations holding them: input of the backfill.

@@ -16,7 +16,7 @@ import structlog
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from filesync.errors import ErrorClass, LeaseLost, RowChanged
+from filesync.errors import ErrorClass, LeaseLost, LedgerError, RowChanged
 from filesync.ledger import app_table, migrations
 from filesync.ledger.base import (
     CopiedTransfer,
@@ -48,6 +48,8 @@ class PostgresLedger:
         self.app = app
         self.q = Queries(schema, app)
         self._unique_ids: bool | None = None  # the app table has a unique index on its id column
+        #: what inspection found, by file id, until the file's outcome records it (record_info)
+        self._info: dict[str, tuple[str, str, int]] = {}
 
     # --- schema -----------------------------------------------------------------------------------
     def migrate(self) -> list[int]:
@@ -106,51 +108,21 @@ class PostgresLedger:
     def claim(self, worker: str, limit: int, lease_seconds: int, busy: Sequence[str] = (),
               run_id: int | None = None, selection: Selection | None = None) -> list[FileTask]:
         """Up to `limit` due files, leased to `worker`; never one of `busy` (still in flight here) nor one
-        that run `run_id` deferred; only those `selection` names."""
+        that run `run_id` deferred; only those `selection` names. One statement, one round trip."""
         sel = selection or Selection()
-        with self.db.transaction() as conn:
+        with self.db.statement() as conn:
             rows = conn.execute(
                 self.q["claim"],
                 {"worker": worker, "limit": limit, "lease": lease_seconds, "busy": list(busy), "run": run_id,
                  "ids": sorted(sel.file_ids) if sel.file_ids is not None else None, "path_re": sel.path_regex(),
                  "since": sel.since, "until": sel.until},
             ).fetchall()
-            if not rows:
-                return []
-            ids = [r[0] for r in rows]
-            transfers = conn.execute(self.q["claimed_transfers"], {"ids": ids}).fetchall()
-        done: dict[str, set[str]] = {}
-        parked: dict[str, dict[str, tuple[str, str]]] = {}
-        tokens: dict[str, dict[str, str]] = {}
-        replace: dict[str, set[str]] = {}
-        for file_id, sink, state, token, error_class, error, stale in transfers:
-            if stale and state == "pending":
-                replace.setdefault(file_id, set()).add(sink)
-            if state == "done":
-                done.setdefault(file_id, set()).add(sink)
-            elif state == "failed":
-                parked.setdefault(file_id, {})[sink] = (error_class, error)
-            if token:
-                tokens.setdefault(file_id, {})[sink] = token
-        return [
-            FileTask(
-                file_id=file_id,
-                path=path,
-                date_taken=date_taken,
-                gps=gps,
-                attempts=attempts,
-                done_sinks=frozenset(done.get(file_id, ())),
-                parked_sinks=parked.get(file_id, {}),
-                replace_sinks=frozenset(replace.get(file_id, ())),
-                resume_tokens=tokens.get(file_id, {}),
-            )
-            for file_id, path, date_taken, gps, attempts in rows
-        ]
+        return [_task(*row) for row in rows]
 
     def heartbeat(self, worker: str, file_ids: Sequence[str], lease_seconds: int) -> int:
         if not file_ids:
             return 0
-        with self.db.transaction() as conn:
+        with self.db.statement() as conn:
             return conn.execute(
                 self.q["heartbeat"], {"worker": worker, "ids": list(file_ids), "lease": lease_seconds}
             ).rowcount
@@ -158,11 +130,14 @@ class PostgresLedger:
     def release(self, worker: str, file_ids: Iterable[str] | None = None) -> int:
         """Hand claimed files back unmarked, so the next claim (any worker) picks them up."""
         ids = list(file_ids) if file_ids is not None else None
-        with self.db.transaction() as conn:
+        for file_id in ids if ids is not None else list(self._info):
+            self._info.pop(file_id, None)
+        with self.db.statement() as conn:
             return conn.execute(self.q["release"], {"worker": worker, "ids": ids}).rowcount
 
     def defer(self, worker: str, file_id: str, run_id: int) -> None:
-        with self.db.transaction() as conn:
+        self._info.pop(file_id, None)
+        with self.db.statement() as conn:
             conn.execute(self.q["defer"], {"worker": worker, "file_id": file_id, "run": run_id})
 
     def release_dead_on_host(self, worker_prefix: str, live_token: str) -> int:
@@ -185,40 +160,58 @@ class PostgresLedger:
 
     def claim_name(self, worker: str, file_id: str, sink: str, name: str) -> str:
         """Take destination `name` at `sink` for this file unless another file holds it; the owner's id."""
-        with self.db.transaction() as conn:
-            self._lock(conn, worker, file_id)
-            row = conn.execute(self.q["claim_name"], {"sink": sink, "name": name, "file_id": file_id}).fetchone()
-        assert row is not None
-        return str(row[0])
+        params = {"worker": worker, "file_id": file_id, "sink": sink, "name": name}
+        for _ in range(3):  # the owner is unseen only when it committed after the statement began
+            with self.db.statement() as conn:
+                row = conn.execute(self.q["claim_name"], params).fetchone()
+            assert row is not None
+            held, owner = row
+            if not held:
+                raise LeaseLost(f"lease on file {file_id} is no longer held by this worker")
+            if owner is not None:
+                return str(owner)
+        raise LedgerError(f"the name {name!r} at {sink} has no owner and cannot be taken")
 
     def record_info(self, file_id: str, kind: str, mime: str, size: int) -> None:
-        with self.db.transaction() as conn:
-            conn.execute(self.q["file_info"], {"file_id": file_id, "kind": kind, "mime": mime, "size": size})
+        """Kept until the file's outcome, which records it in the same statement (no round trip of its own)."""
+        self._info[file_id] = (str(kind), mime, size)
+
+    def _staged_info(self, file_id: str) -> dict[str, Any]:
+        kind, mime, size = self._info.pop(file_id, (None, None, None))
+        return {"kind": kind, "mime": mime, "size": size}
 
     def save_resume_token(self, worker: str, file_id: str, sink: str, token: str | None) -> None:
-        with self.db.transaction() as conn:
-            self._lock(conn, worker, file_id)
-            conn.execute(self.q["save_token"], {"file_id": file_id, "sink": sink, "token": token})
+        self._leased_write(worker, file_id, "save_token", {"sink": sink, "token": token})
+
+    def _leased_write(self, worker: str, file_id: str, query: str, params: dict[str, Any]) -> tuple[Any, ...]:
+        """One statement that writes only while `worker` holds the file's lease: its row, or LeaseLost."""
+        with self.db.statement() as conn:
+            row = conn.execute(self.q[query], {"worker": worker, "file_id": file_id, **params}).fetchone()
+        if row is None:
+            raise LeaseLost(f"lease on file {file_id} is no longer held by this worker")
+        return tuple(row)
 
     def record_done(
         self, worker: str, file_id: str, sink: str, remote: RemoteObject, routed: Sequence[str],
         path: str | None = None, derivation: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Record one confirmed transfer; when every routed sink is done, mark the file and the app's flag
-        in the same transaction. Returns True when the file is now complete. With `path` (the path the bytes
-        came from), a row that moved meanwhile is not recorded: RowChanged, the transfer marked for replace."""
-        with self.db.transaction() as conn:
-            now_path = self._lock(conn, worker, file_id)
-            if path is None or now_path == path:
-                conn.execute(
-                    self.q["transfer_done"],
-                    {"file_id": file_id, "sink": sink, "remote_id": remote.remote_id, "url": remote.url,
-                     "bytes": remote.size, "checksum": remote.checksum,
-                     "derivation": Jsonb(dict(derivation)) if derivation else None},
-                )
-                return self._complete_if_done(conn, file_id, routed)
-            conn.execute(self.q["transfer_stale"], {"file_id": file_id, "sink": sink})
-        raise RowChanged(f"file {file_id} moved from {path!r} to {now_path!r} while it was copied")
+        """Record one confirmed transfer, in one statement: when every routed sink is done, the file and the
+        app's flag are marked with it. Returns True when the file is now complete. With `path` (the path the
+        bytes came from), a row that moved meanwhile is not recorded: RowChanged, the transfer marked for
+        replace."""
+        params = {"worker": worker, "file_id": file_id, "app_file_id": file_id, "sink": sink, "path": path,
+                  "routed": list(routed), "remote_id": remote.remote_id, "url": remote.url, "bytes": remote.size,
+                  "checksum": remote.checksum, "derivation": Jsonb(dict(derivation)) if derivation else None,
+                  **self._staged_info(file_id)}
+        with self.db.statement() as conn:
+            row = conn.execute(self.q["transfer_done"], params).fetchone()
+        assert row is not None
+        held, now_path, recorded, complete = row
+        if not held:
+            raise LeaseLost(f"lease on file {file_id} is no longer held by this worker")
+        if not recorded:
+            raise RowChanged(f"file {file_id} moved from {path!r} to {now_path!r} while it was copied")
+        return bool(complete)
 
     def mark_complete(self, worker: str, file_id: str, routed: Sequence[str]) -> bool:
         """For a file whose routed transfers were all done earlier (its flag was reset, or a crash came
@@ -239,13 +232,9 @@ class PostgresLedger:
         self, worker: str, file_id: str, sink: str, error_class: str, status: int | None, error: str,
         permanent: bool,
     ) -> None:
-        with self.db.transaction() as conn:
-            self._lock(conn, worker, file_id)
-            conn.execute(
-                self.q["transfer_failed"],
-                {"file_id": file_id, "sink": sink, "state": "failed" if permanent else "pending",
-                 "error_class": error_class, "status": status, "error": error[:1000]},
-            )
+        self._leased_write(worker, file_id, "transfer_failed", {
+            "sink": sink, "state": "failed" if permanent else "pending", "error_class": error_class,
+            "status": status, "error": error[:1000]})
 
     def make_due(self, file_ids: Sequence[str]) -> int:
         with self.db.transaction() as conn:
@@ -257,20 +246,13 @@ class PostgresLedger:
     ) -> tuple[str, int]:
         """Count an attempt and release the claim: parked ('failed') when `park`, else due again in
         `retry_in` seconds (both decided by the RetryPolicy). Returns (new state, attempts)."""
-        with self.db.transaction() as conn:
-            self._lock(conn, worker, file_id)
-            row = conn.execute(
-                self.q["file_failed"],
-                {"file_id": file_id, "park": park, "retry_in": retry_in, "count": count, "error_class": error_class,
-                 "status": status, "error": error[:1000]},
-            ).fetchone()
-        assert row is not None
-        return str(row[0]), int(row[1])
+        state, attempts = self._leased_write(worker, file_id, "file_failed", {
+            "park": park, "retry_in": retry_in, "count": count, "error_class": error_class, "status": status,
+            "error": error[:1000], **self._staged_info(file_id)})
+        return str(state), int(attempts)
 
     def record_skipped(self, worker: str, file_id: str, reason: str) -> None:
-        with self.db.transaction() as conn:
-            self._lock(conn, worker, file_id)
-            conn.execute(self.q["file_skipped"], {"file_id": file_id, "reason": reason})
+        self._leased_write(worker, file_id, "file_skipped", {"reason": reason, **self._staged_info(file_id)})
 
     # --- runs and reports -------------------------------------------------------------------------
     def start_run(self, worker: str) -> int:
@@ -407,6 +389,27 @@ class PostgresLedger:
             return conn.execute(self.q["abandon_runs"], {
                 "ids": ids, "error": f"abandoned: its process ended without finishing it (seen by run {run_id})",
             }).rowcount
+
+
+def _task(file_id: str, path: str | None, date_taken: str | None, gps: str | None, attempts: int,
+          transfers: list[list[Any]]) -> FileTask:
+    """A claimed row and what its destinations already have (the claim's JSON array per transfer)."""
+    done: set[str] = set()
+    parked: dict[str, tuple[str, str]] = {}
+    tokens: dict[str, str] = {}
+    replace: set[str] = set()
+    for sink, state, token, error_class, error, stale in transfers:
+        if stale and state == "pending":
+            replace.add(sink)
+        if state == "done":
+            done.add(sink)
+        elif state == "failed":
+            parked[sink] = (error_class, error)
+        if token:
+            tokens[sink] = token
+    return FileTask(file_id=file_id, path=path, date_taken=date_taken, gps=gps, attempts=attempts,
+                    done_sinks=frozenset(done), parked_sinks=parked, replace_sinks=frozenset(replace),
+                    resume_tokens=tokens)
 
 
 _conforms: type[Ledger] = PostgresLedger
