@@ -40,7 +40,9 @@ ANALYZE_AFTER = 10_000
 
 
 class PostgresLedger:
-    """The ledger in PostgreSQL: named queries from queries.sql, one transaction per state change."""
+    """The ledger in PostgreSQL: named queries from queries.sql. A file's state changes are one statement each,
+    with the lease check inside it (one round trip, committed as it ends); what needs several statements
+    (enqueue, retry, the backfill) takes one transaction."""
 
     def __init__(self, db: Database, schema: str, app: AppTable) -> None:
         self.db = db
