@@ -23,7 +23,7 @@ from filesync.ledger import Database, PostgresLedger
 from filesync.settings import Config, Environment
 from filesync.testing.postgres import APP_TABLE_DDL, fresh_database
 
-NOT_COPIED_INDEX = 'CREATE INDEX "File_not_copied_idx" ON "File" (id) WHERE NOT "copiedToCloudflare"'
+NOT_COPIED_INDEX = 'CREATE INDEX "File_not_copied_idx" ON "File" (id) WHERE "copiedToCloudflare" IS NOT TRUE'
 
 
 @dataclass(frozen=True)

@@ -381,7 +381,8 @@ def cmd_check(args: argparse.Namespace, env: Environment) -> int:
     for name, ok, why in rows:
         print(redaction.redact(f"{name:<{width}}  {'ok' if ok else 'FAILED'}  {why}".rstrip()))
     if hint:
-        print(f"hint: the app's table has no partial index for 'not yet copied'; on a large table run:\n  {hint};")
+        print(f"hint: no partial index of the app's table serves 'not yet copied' (copied IS NOT TRUE); on a large "
+              f"table run:\n  {hint};")
     return ExitCode.OK if all(ok for _, ok, _ in rows) else ExitCode.CHECK_FAILED
 
 

@@ -52,6 +52,34 @@ SET path = EXCLUDED.path, date_taken = EXCLUDED.date_taken, gps = EXCLUDED.gps,
 WHERE f.state <> 'done'
   AND (f.path, f.date_taken, f.gps) IS DISTINCT FROM (EXCLUDED.path, EXCLUDED.date_taken, EXCLUDED.gps)
 
+-- name: enqueue_versioned
+-- `enqueue` for an app table with row versions (a table, not a view): a row whose version (xmin: any
+-- insert or update gives the row a new one) is the one the ledger last read is left out without reading
+-- its values, so the anti-join costs an index merge, not a date formatted per row. A changed row takes its
+-- new values and version; a new path makes it due again with fresh attempts, as in `enqueue`.
+INSERT INTO {schema}.files AS f (file_id, path, date_taken, gps, app_version)
+SELECT DISTINCT ON (a.{app_id}::text)
+       a.{app_id}::text, a.{app_path}::text, to_json(a.{app_date}) #>> '{{}}', a.{app_gps}::text, a.xmin
+FROM {app} AS a
+WHERE a.{app_copied} IS NOT TRUE AND a.{app_id} IS NOT NULL
+  AND NOT EXISTS (
+        SELECT 1 FROM {schema}.files AS k
+        WHERE k.file_id = a.{app_id}::text
+          AND (k.state = 'done'  -- a copied file with its flag reset: requeue_reset's, not this statement's
+               OR k.app_version = a.xmin))
+ORDER BY a.{app_id}::text
+ON CONFLICT (file_id) DO UPDATE
+SET path = EXCLUDED.path, date_taken = EXCLUDED.date_taken, gps = EXCLUDED.gps, app_version = EXCLUDED.app_version,
+    state = CASE WHEN f.path IS DISTINCT FROM EXCLUDED.path THEN 'pending' ELSE f.state END,
+    attempts = CASE WHEN f.path IS DISTINCT FROM EXCLUDED.path THEN 0 ELSE f.attempts END,
+    next_attempt_at = CASE WHEN f.path IS DISTINCT FROM EXCLUDED.path THEN now() ELSE f.next_attempt_at END,
+    updated_at = now()
+WHERE f.state <> 'done'
+
+-- name: app_has_versions
+-- Whether the app's table is a table (plain or partitioned), whose rows carry a version (xmin); a view has none.
+SELECT coalesce((SELECT relkind IN ('r', 'p') FROM pg_class WHERE oid = to_regclass(%(table)s)), false)
+
 -- name: requeue_reset
 -- Done files whose flag the app reset (it wants the file copied again, usually with new bytes) are due
 -- again at once, every destination to be replaced. SKIP LOCKED and a fresh snapshot: a file another
@@ -390,10 +418,18 @@ WITH t AS (
 UPDATE {schema}.files SET state = 'pending', next_attempt_at = now(), attempts = 0, updated_at = now()
 WHERE file_id IN (SELECT file_id FROM t)
 
--- name: app_partial_indexes
--- `filesync check`: is there a partial index on the app's table over its copied flag?
-SELECT indexdef FROM pg_indexes
-WHERE schemaname = coalesce(%(schema)s, current_schema()) AND tablename = %(table)s AND indexdef ILIKE '%% WHERE %%'
+-- name: discourage_seqscan
+-- `filesync check`: plan as for a large table, where an index is worth using if one can serve the query.
+SET LOCAL enable_seqscan = off
+
+-- name: not_copied_plan
+-- `filesync check`: how the planner reads the app's rows not yet copied, as enqueue does.
+EXPLAIN (FORMAT JSON) SELECT a.{app_id} FROM {app} AS a WHERE a.{app_copied} IS NOT TRUE AND a.{app_id} IS NOT NULL
+
+-- name: partial_indexes
+-- `filesync check`: the names of the app table's partial indexes.
+SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+WHERE i.indrelid = to_regclass(%(table)s) AND i.indpred IS NOT NULL
 
 -- name: routes_changed
 -- Records the routes in use; returns a row only when they differ from the last ones seen.

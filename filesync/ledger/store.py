@@ -50,6 +50,7 @@ class PostgresLedger:
         self.app = app
         self.q = Queries(schema, app)
         self._unique_ids: bool | None = None  # the app table has a unique index on its id column
+        self._has_versions: bool | None = None  # the app table is a table (its rows have an xmin), not a view
         #: what inspection found, by file id, until the file's outcome records it (record_info)
         self._info: dict[str, tuple[str, str, int]] = {}
 
@@ -73,7 +74,7 @@ class PostgresLedger:
             if conn.execute(self.q["enqueue_mark"], {"window": window}).fetchone() is None and window is not None:
                 return None
             moved = conn.execute(self.q["requeue_moved"]).rowcount
-            added = conn.execute(self.q["enqueue"]).rowcount
+            added = conn.execute(self.q["enqueue_versioned" if self._versioned(conn) else "enqueue"]).rowcount
             reset = conn.execute(self.q["requeue_reset"]).rowcount
             if not self._id_unique(conn):
                 conn.execute(self.q["duplicate_ids"])
@@ -83,6 +84,14 @@ class PostgresLedger:
         if moved or reset:
             log.info("enqueue_changed", transfers_to_replace=moved, flags_reset=reset)
         return max(added, 0) + max(reset, 0)
+
+    def _versioned(self, conn: Any) -> bool:
+        """Whether the app's rows carry a version (a table, not a view; asked once per process)."""
+        if self._has_versions is None:
+            table = sql.Identifier(*self.app.table).as_string(conn)
+            row = conn.execute(self.q["app_has_versions"], {"table": table}).fetchone()
+            self._has_versions = bool(row and row[0])
+        return self._has_versions
 
     def _id_unique(self, conn: Any) -> bool:
         """Whether the app's ids are unique by an index (asked once per process): no duplicate-id pass then."""
@@ -348,17 +357,20 @@ class PostgresLedger:
             return [tuple(row) for row in conn.execute(self.q["destinations"])]
 
     def not_copied_index_hint(self) -> str | None:
-        """None when the app's table has a partial index over its copied flag; else the index to create.
-        The catalog has its own (migration 0007)."""
+        """None when the planner reads the app's rows not yet copied through a partial index (as enqueue
+        does, `copied IS NOT TRUE`); else the index to create. An index `WHERE NOT copied` cannot serve that
+        predicate, so it gets the hint too. The catalog has its own (migration 0009)."""
         if self.app.table == (self.schema, "catalog_files"):
             return None
-        schema, table = (None, self.app.table[0]) if len(self.app.table) == 1 else self.app.table
         with self.db.transaction() as conn:
-            defs = [r[0] for r in conn.execute(self.q["app_partial_indexes"], {"schema": schema, "table": table})]
-            if any(self.app.copied in d for d in defs):
+            table = sql.Identifier(*self.app.table).as_string(conn)
+            partial = {r[0] for r in conn.execute(self.q["partial_indexes"], {"table": table})}
+            conn.execute(self.q["discourage_seqscan"])
+            plan = conn.execute(self.q["not_copied_plan"]).fetchone()
+            if partial & _index_names(plan[0] if plan else None):
                 return None
             return (
-                sql.SQL("CREATE INDEX CONCURRENTLY ON {} ({}) WHERE NOT {}")
+                sql.SQL("CREATE INDEX CONCURRENTLY ON {} ({}) WHERE {} IS NOT TRUE")
                 .format(sql.Identifier(*self.app.table), sql.Identifier(self.app.id), sql.Identifier(self.app.copied))
                 .as_string(conn)
             )
@@ -391,6 +403,16 @@ class PostgresLedger:
             return conn.execute(self.q["abandon_runs"], {
                 "ids": ids, "error": f"abandoned: its process ended without finishing it (seen by run {run_id})",
             }).rowcount
+
+
+def _index_names(plan: Any) -> set[str]:
+    """Every "Index Name" in an EXPLAIN (FORMAT JSON) plan."""
+    if isinstance(plan, dict):
+        found = {plan["Index Name"]} if "Index Name" in plan else set()
+        return found.union(*(_index_names(v) for v in plan.values()))
+    if isinstance(plan, list):
+        return set().union(*(_index_names(v) for v in plan))
+    return set()
 
 
 def _task(file_id: str, path: str | None, date_taken: str | None, gps: str | None, attempts: int,
