@@ -7,6 +7,7 @@ connections and never answers cannot hang a run.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +51,19 @@ def region_from_endpoint(endpoint: str) -> str:
     return "us-east-1"
 
 
+_session: boto3.session.Session | None = None
+_session_lock = threading.Lock()  # a boto3 session is not thread-safe; the clients it makes are
+
+
+def _shared_session() -> boto3.session.Session:
+    """One session for every client of the process: each session loads S3's service model again (about
+    15 MiB), so the source and the s3 sink would hold it twice. Credentials are given per client."""
+    global _session
+    if _session is None:
+        _session = boto3.session.Session()
+    return _session
+
+
 def make_client(*, endpoint: str | None, region: str | None, key: str | None, secret: str | None,
                 timeout: float, pool: int) -> Any:
     # when_required: S3-compatible stores (Spaces among them) reject boto3's default aws-chunked
@@ -63,10 +77,11 @@ def make_client(*, endpoint: str | None, region: str | None, key: str | None, se
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=key, aws_secret_access_key=secret,
-        config=config,
-    )
+    with _session_lock:
+        return _shared_session().client(
+            "s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=key, aws_secret_access_key=secret,
+            config=config,
+        )
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,18 @@ def read_up_to(body: BinaryIO, n: int) -> bytes:
     return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
+def fill_exactly(body: BinaryIO, buffer: bytearray, *, sink: str = "", what: str = "source") -> None:
+    """Fill `buffer` whole from `body`, in place (a part buffer reused: no copy of it per part), or
+    BodyEndedEarly."""
+    view = memoryview(buffer)
+    got = 0
+    while got < len(buffer):
+        n = body.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise BodyEndedEarly(what, got, len(buffer), sink=sink)
+        got += n
+
+
 def read_exactly(body: BinaryIO, n: int, *, sink: str = "", what: str = "source") -> bytes:
     """Exactly `n` bytes, or BodyEndedEarly."""
     data = read_up_to(body, n)

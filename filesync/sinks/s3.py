@@ -38,7 +38,7 @@ from filesync.s3client import (
 )
 from filesync.settings import Setting, http_url, setting, settings_of
 from filesync.sinks import Capabilities, Sink, SinkContext, UploadSession
-from filesync.sinks._body import read_exactly
+from filesync.sinks._body import fill_exactly, read_exactly
 from filesync.sinks.naming import DEFAULT_TEMPLATE, object_name, validate_template
 
 MIB = 1024 * 1024
@@ -217,19 +217,21 @@ class S3Sink:
         upload_id = created["UploadId"]
         digest = hashlib.sha256()
         parts: list[dict[str, Any]] = []
+        part = bytearray(min(part_size, obj.size))  # one buffer for every part: memory stays at one part
         try:
             remaining = obj.size
             number = 1
             while remaining > 0:
-                data = read_exactly(body, min(part_size, remaining), sink=self.name, what=f"source of {key!r}")
-                digest.update(data)
+                if remaining < len(part):
+                    del part[remaining:]  # the last, shorter part
+                fill_exactly(body, part, sink=self.name, what=f"source of {key!r}")
+                digest.update(part)
                 answer = self._call("upload_part", key, Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                    PartNumber=number, Body=data, ContentMD5=_md5(data))
+                                    PartNumber=number, Body=part, ContentMD5=_md5(part))
                 parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-                session.progress(len(data))
-                remaining -= len(data)
+                session.progress(len(part))
+                remaining -= len(part)
                 number += 1
-                del data
             self._call("complete_multipart_upload", key, Bucket=self.bucket, Key=key, UploadId=upload_id,
                        MultipartUpload={"Parts": parts})
         except BaseException:
@@ -292,7 +294,7 @@ class S3Sink:
         self._client.close()
 
 
-def _md5(data: bytes) -> str:
+def _md5(data: bytes | bytearray) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 

@@ -23,6 +23,11 @@ class TooSlow(SourceError):
     """The source delivered the object slower than MIN_RATE: worth another try, from where it stopped."""
 
 
+#: The most one read asks of the stream: the driver returns a new bytes object that is then copied into the
+#: caller's buffer, so a read of a whole 8 MiB part would briefly hold it twice. Callers loop on short reads.
+READ_CHUNK = 1024 * 1024
+
+
 class SeekableReader(io.RawIOBase):
     """`stream`: one already open at offset 0 (the GET that also inspected the object). `memo`: keep this
     many first bytes in memory, so the type sniffing and every later pass over the start (a retry, the
@@ -84,7 +89,7 @@ class SeekableReader(io.RawIOBase):
             self._close_stream()
             raise TooSlow(f"reading {self._key!r} is slower than {MIN_RATE // 1024} KiB/s (stopped at byte "
                           f"{self._pos} of {self._size})")
-        want = min(len(buffer), self._size - self._pos)
+        want = min(len(buffer), self._size - self._pos, READ_CHUNK)
         try:
             data = self._stream.read(want)
         except SourceError:
