@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/run.py` from anywhere
 
-from bench import claim, memory, pacing, throughput, transform_memory
+from bench import claim, idle, memory, pacing, throughput, transform_memory
 from bench.harness import S3Process, pg_server_url
 from bench.report import Table, markdown, text
 
-NAMES = ("images", "videos", "memory", "ledger", "account-limit", "transforms")
+NAMES = ("images", "videos", "memory", "ledger", "account-limit", "idle", "transforms")
 
 
 def ints(raw: str) -> tuple[int, ...]:
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(claim.run(pg, s3, claim.Options(
                 rows=pick(args.ledger_rows, q, 1_000_000, 30_000),  # type: ignore[arg-type]
                 claims=pick(None, q, 500, 100))))  # type: ignore[arg-type]
+        if "idle" in args.only:
+            tables.append(idle.run(pg, s3, idle.Options(seconds=pick(None, q, 60.0, 10.0))))  # type: ignore[arg-type]
     if "transforms" in args.only:  # issue 14: a 100 MP JPEG fitted at concurrency 4 (quick: 20 MP)
         tables.append(transform_memory.run(megapixels=20 if q else 100, threads=4))
     print()

@@ -292,10 +292,11 @@ RETURNING file_id
 SELECT sink FROM {schema}.transfers WHERE file_id = %(file_id)s AND state = 'done'
 
 -- name: file_done
--- Every routed destination holds the file: done, lease and error cleared.
+-- Every routed destination holds the file (they were done earlier): done, lease and error cleared.
 UPDATE {schema}.files
 SET state = 'done', claimed_by = NULL, claimed_until = NULL, error_class = NULL, error_status = NULL,
     error = NULL, done_at = now(), updated_at = now(),
+    kind = coalesce(%(kind)s, kind), mime = coalesce(%(mime)s, mime), size = coalesce(%(size)s, size),
     run_id = (SELECT r.id FROM {schema}.runs AS r WHERE r.worker = {schema}.files.claimed_by AND r.status = 'running'
               ORDER BY r.id DESC LIMIT 1)
 WHERE file_id = %(file_id)s

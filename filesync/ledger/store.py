@@ -227,15 +227,16 @@ class PostgresLedger:
     def mark_complete(self, worker: str, file_id: str, routed: Sequence[str]) -> bool:
         """For a file whose routed transfers were all done earlier (its flag was reset, or a crash came
         between the last transfer and the mark): set the flag now. True when complete."""
+        info = self._staged_info(file_id)
         with self.db.transaction() as conn:
             self._lock(conn, worker, file_id)
-            return self._complete_if_done(conn, file_id, routed)
+            return self._complete_if_done(conn, file_id, routed, info)
 
-    def _complete_if_done(self, conn: Any, file_id: str, routed: Sequence[str]) -> bool:
+    def _complete_if_done(self, conn: Any, file_id: str, routed: Sequence[str], info: dict[str, Any]) -> bool:
         done = {r[0] for r in conn.execute(self.q["done_sinks"], {"file_id": file_id})}
         if not set(routed) <= done:
             return False
-        conn.execute(self.q["file_done"], {"file_id": file_id})
+        conn.execute(self.q["file_done"], {"file_id": file_id, **info})
         conn.execute(self.q["mark_app_copied"], {"file_id": file_id})
         return True
 

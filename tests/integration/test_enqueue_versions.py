@@ -83,3 +83,40 @@ def test_the_versions_are_used_for_a_table_and_not_for_a_view(ledger: PostgresLe
         assert version == xmin
     else:
         assert version is None
+
+
+def test_a_row_that_moves_while_its_bytes_are_sent_is_not_recorded_and_goes_again(
+    database_url: str,
+) -> None:
+    """The row moves mid-transfer and another replica's enqueue records the new path: the old bytes' result
+    is refused (RowChanged), the transfer is marked to replace what it wrote, and the next claim reads the
+    new path. The app's flag stays unset until the new bytes are confirmed."""
+    from filesync.errors import RowChanged
+    from filesync.model import RemoteObject
+
+    worker, other = (PostgresLedger(Database(database_url, max_size=2), "filesync", APP) for _ in range(2))
+    try:
+        worker.migrate()
+        sql(database_url, 'INSERT INTO "File" (id, path) VALUES (%s, %s)', "m", "old.jpg")
+        worker.enqueue()
+        (task,) = worker.claim("w1", 1, 300)
+        worker.record_info("m", "image", "image/jpeg", 10)
+        sql(database_url, 'UPDATE "File" SET path = %s WHERE id = %s', "new.jpg", "m")
+        assert other.enqueue() == 1  # another replica's run, while w1 is still sending old.jpg
+
+        old_bytes = RemoteObject(remote_id="m", url=None, size=10)
+        with pytest.raises(RowChanged, match=r"new\.jpg"):
+            worker.record_done("w1", "m", "local", old_bytes, ["local"], path=task.path)
+
+        assert sql(database_url, "SELECT state, replace FROM filesync.transfers WHERE file_id = 'm'") == [
+            ("pending", True)]
+        assert sql(database_url, 'SELECT "copiedToCloudflare" FROM "File" WHERE id = %s', "m") == [(False,)]
+        worker.release("w1", ["m"])
+        (again,) = worker.claim("w1", 1, 300)
+        assert again.path == "new.jpg" and again.replace_sinks == frozenset({"local"})
+        new_bytes = RemoteObject(remote_id="m", url=None, size=11)
+        assert worker.record_done("w1", "m", "local", new_bytes, ["local"], path=again.path)
+        assert sql(database_url, 'SELECT "copiedToCloudflare" FROM "File" WHERE id = %s', "m") == [(True,)]
+    finally:
+        worker.close()
+        other.close()
