@@ -72,7 +72,12 @@ class RoundTripCounter:
                 continue
             family, address = self._upstream
             server = socket.socket(family, socket.SOCK_STREAM)
-            server.connect(address)
+            try:
+                server.connect(address)
+            except OSError:  # the server is gone: the client sees its connection closed, as it would
+                client.close()
+                server.close()
+                continue
             threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
             threading.Thread(target=self._client_side, args=(client, server), daemon=True).start()
 
