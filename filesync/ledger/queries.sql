@@ -134,12 +134,8 @@ WITH due AS (
       AND NOT (file_id = ANY(%(busy)s::text[]))  -- a stalled transfer of this process is not doubled
       AND (%(run)s::bigint IS NULL OR deferred_run IS DISTINCT FROM %(run)s::bigint)  -- deferred by this run
       -- `filesync run` selections: ids, path globs (as a regular expression), a dateTaken range
-      AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s::text[]))
-      AND (%(path_re)s::text IS NULL OR path ~ %(path_re)s::text)
-      AND (%(since)s::timestamptz IS NULL OR (CASE WHEN date_taken ~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
-           THEN date_taken::timestamptz END) >= %(since)s::timestamptz)
-      AND (%(until)s::timestamptz IS NULL OR (CASE WHEN date_taken ~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
-           THEN date_taken::timestamptz END) < %(until)s::timestamptz)
+      AND {schema}.selected(file_id, path, date_taken, %(ids)s::text[], %(path_re)s::text, %(since)s::timestamptz,
+                             %(until)s::timestamptz)
     ORDER BY next_attempt_at, file_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

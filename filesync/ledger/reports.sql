@@ -170,12 +170,8 @@ UPDATE {schema}.meta SET value = %(value)s, updated_at = now() WHERE key = 'aler
 -- Due files a narrowed `filesync run` would claim (ids, path regex, dateTaken range): the display's total.
 SELECT count(*) FROM {schema}.files
 WHERE state = 'pending' AND next_attempt_at <= now() AND (claimed_until IS NULL OR claimed_until < now())
-  AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(ids)s::text[]))
-  AND (%(path_re)s::text IS NULL OR path ~ %(path_re)s::text)
-  AND (%(since)s::timestamptz IS NULL OR (CASE WHEN date_taken ~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
-       THEN date_taken::timestamptz END) >= %(since)s::timestamptz)
-  AND (%(until)s::timestamptz IS NULL OR (CASE WHEN date_taken ~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
-       THEN date_taken::timestamptz END) < %(until)s::timestamptz)
+  AND {schema}.selected(file_id, path, date_taken, %(ids)s::text[], %(path_re)s::text, %(since)s::timestamptz,
+                         %(until)s::timestamptz)
 
 -- name: report_rows
 -- `filesync report`: one row per file and destination (a file with no transfer yet: one row, no destination).
