@@ -43,11 +43,16 @@ class Transfer:
     """One transfer in flight."""
 
     file_id: str
-    name: str
+    path: str
     sink: str
     size: int
     sent: int
     seconds: float
+
+    @property
+    def name(self) -> str:
+        """The file's name, for a line of the display."""
+        return self.path.rsplit("/", 1)[-1] or self.path
 
     @property
     def percent(self) -> float | None:
@@ -64,7 +69,9 @@ class Progress:
     outcomes: dict[str, int]  # file outcome -> files (a file retried by the end-of-run pass counts once)
     per_sink: dict[str, dict[str, int]]  # destination -> transfer outcome -> transfers
     bytes_sent: int
-    bytes_total: int | None  # estimated: the mean size of the files started so far times the files to do
+    #: the sizes of the files started so far, plus their mean size for each file not started yet
+    bytes_total: int | None
+    bytes_total_estimated: bool  # some files were not started yet: their sizes are the mean's guess
     retries: int
     in_flight: list[Transfer]
     rate_limited: dict[str, float]  # destination -> seconds it still waits (0: waited lately)
@@ -88,11 +95,15 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the rate so far; None until a file is done (or with nothing left to do)."""
-        left = self.files_total - self.files_done
-        if left <= 0 or self.files_done == 0 or self.elapsed <= 0:
-            return None if left > 0 else 0.0
-        return left / self.files_per_second
+        """Seconds left: by bytes at the byte rate so far when the total is known (files differ in size),
+        else by files at the file rate; 0 when every file is done, None before anything moved."""
+        if self.files_done >= self.files_total:
+            return 0.0
+        if self.bytes_total is not None and self.bytes_per_second > 0:
+            return max(self.bytes_total - self.bytes_sent, 0) / self.bytes_per_second
+        if self.files_per_second > 0:
+            return (self.files_total - self.files_done) / self.files_per_second
+        return None
 
     def as_event(self) -> dict[str, Any]:
         """The `run_progress` log event's fields."""
@@ -115,7 +126,7 @@ class Progress:
 
 @dataclass
 class _Flight:
-    name: str
+    path: str
     size: int
     started: float
     sent: int = 0
@@ -137,8 +148,7 @@ class RunStats(Observer):
     _per_sink: dict[str, dict[str, int]] = field(default_factory=dict)
     _flights: dict[tuple[str, str], _Flight] = field(default_factory=dict)
     _sent: int = 0
-    _sizes: int = 0
-    _transfers: int = 0
+    _sizes: dict[str, int] = field(default_factory=dict)  # file id -> its bytes over the transfers started
     _retries: int = 0
     _rate_limited: dict[str, float] = field(default_factory=dict)  # destination -> monotonic end of its wait
     _stopped: dict[str, str] = field(default_factory=dict)
@@ -156,9 +166,8 @@ class RunStats(Observer):
 
     def transfer_started(self, file_id: str, path: str, sink: str, size: int) -> None:
         with self._lock:
-            self._flights[(file_id, sink)] = _Flight(path.rsplit("/", 1)[-1] or path, size, self.clock())
-            self._sizes += size
-            self._transfers += 1
+            self._flights[(file_id, sink)] = _Flight(path, size, self.clock())
+            self._sizes[file_id] = self._sizes.get(file_id, 0) + size
 
     def transfer_progress(self, file_id: str, sink: str, nbytes: int) -> None:
         with self._lock:
@@ -199,8 +208,9 @@ class RunStats(Observer):
         with self._lock:
             elapsed = now - self._started if self._started is not None else 0.0
             total = max(self._total, self._done)
-            mean = self._sizes / self._transfers if self._transfers else None
-            flights = [Transfer(fid, f.name, sink, f.size, f.sent, now - f.started)
+            known = sum(self._sizes.values())
+            unseen = max(total - len(self._sizes), 0)
+            flights = [Transfer(fid, f.path, sink, f.size, f.sent, now - f.started)
                        for (fid, sink), f in sorted(self._flights.items(), key=lambda kv: kv[1].started)]
             limited = {sink: max(0.0, until - now) for sink, until in self._rate_limited.items()
                        if now < until + RATE_NOTE_SECONDS and sink not in self._stopped}
@@ -209,7 +219,8 @@ class RunStats(Observer):
                 outcomes={k: v for k, v in self._outcomes.items() if v}, per_sink={
                     s: dict(c) for s, c in sorted(self._per_sink.items())},
                 bytes_sent=self._sent,
-                bytes_total=None if mean is None else max(self._sent, round(mean * total)),
+                bytes_total=max(self._sent, known + round(known / len(self._sizes) * unseen)) if self._sizes else None,
+                bytes_total_estimated=bool(self._sizes) and unseen > 0,
                 retries=self._retries, in_flight=flights, rate_limited=limited, stopped=dict(self._stopped),
             )
 

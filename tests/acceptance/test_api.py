@@ -502,11 +502,11 @@ def test_live_progress_arithmetic() -> None:
     live.transfer_progress("a", "local", 600)
     live.transfer_finished("a", "local", "copied")
     live.file_finished("a", "copied")
-    live.file_finished("b", "failed")
-    live.file_finished("b", "waiting")  # the end-of-run retry pass finished it again: counted once
+    live.file_finished("b", "waiting")
+    live.file_finished("b", "failed")  # the end-of-run retry pass finished it again: counted once
     progress = live.snapshot()
     assert progress is not None
-    assert progress["files_done"] == 2 and progress["outcomes"] == {"copied": 1, "waiting": 1}
+    assert progress["files_done"] == 2 and progress["outcomes"] == {"copied": 1, "failed": 1}
     assert progress["in_flight"] == [] and progress["bytes_done"] == 1000
 
     live.run_finished(RunSummary(run_id=7))

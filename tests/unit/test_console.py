@@ -41,10 +41,26 @@ def test_figures_rates_eta_and_a_second_turn_counted_once() -> None:
     clock.now += 2
     p = stats.snapshot()
     assert (p.files_done, p.files_total, p.bytes_sent, p.waiting) == (2, 4, 1000, 1)
-    assert p.files_per_second == 1.0 and p.eta == 2.0 and p.bytes_total == 4000
+    assert p.files_per_second == 1.0 and p.bytes_total == 4000
+    assert p.eta == (4000 - 1000) / 500  # by bytes once sizes are known: files differ in size, bytes less so
     stats.file_finished("b", "copied")  # the end-of-run pass copied it: still 2 files, none waiting
     p = stats.snapshot()
     assert (p.files_done, p.waiting, p.outcomes) == (2, 0, {"copied": 2})
+
+
+def test_eta_by_files_while_no_size_is_known() -> None:
+    """Files finished without a transfer (skipped, failed at inspection) give a file rate and no byte total."""
+    clock = Clock()
+    stats = RunStats(clock=clock)
+    stats.run_started(RunSummary(total_files=5))
+    stats.file_finished("a", "skipped")
+    clock.now += 4
+    p = stats.snapshot()
+    assert p.bytes_total is None and not p.bytes_total_estimated
+    assert p.eta == (5 - 1) / 0.25
+    for name in "bcde":
+        stats.file_finished(name, "skipped")
+    assert stats.snapshot().eta == 0.0
 
 
 def test_display_names_rate_limits_stopped_destinations_and_files_in_flight() -> None:
