@@ -90,11 +90,7 @@ class RoundTripCounter:
         except OSError:
             pass
         finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _hang_up(source, sink)
 
     def _client_side(self, client: socket.socket, server: socket.socket) -> None:
         """The client's messages, forwarded whole, each read by its length; round-trip ends counted."""
@@ -116,11 +112,16 @@ class RoundTripCounter:
         except (OSError, EOFError):
             pass
         finally:
-            for s in (client, server):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _hang_up(client, server)
+
+
+def _hang_up(*socks: socket.socket) -> None:
+    """Both directions of a proxied connection end when either side does."""
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _read(sock: socket.socket, n: int) -> bytes:
