@@ -173,13 +173,6 @@ WHERE claimed_by = %(worker)s AND (%(ids)s::text[] IS NULL OR file_id = ANY(%(id
 SELECT DISTINCT claimed_by FROM {schema}.files
 WHERE claimed_by IS NOT NULL AND left(claimed_by, length(%(prefix)s)) = %(prefix)s
 
--- name: lock_leased
--- Only the lease holder may record an outcome: a worker whose lease expired gets no row back. The path
--- tells whether the row changed since the claim.
-SELECT file_id, state, path FROM {schema}.files
-WHERE file_id = %(file_id)s AND claimed_by = %(worker)s AND claimed_until > now()
-FOR UPDATE
-
 -- name: claim_name
 -- Take a destination name for a file (first come, first served) if the worker still holds the file's lease:
 -- (lease held, the file that owns the name). The owner is NULL when another worker took the name after this
@@ -214,6 +207,8 @@ RETURNING file_id
 -- transfer (remote id, URL, bytes, checksum; the replace mark cleared), what inspection found (kind, type,
 -- size), and, when every routed destination now holds the file, the file done and the app's flag set. A
 -- row whose path moved since `path` was read records nothing but marks the transfer to be sent again.
+-- With no `sink`, no transfer is written: the file is marked complete if its transfers were all done
+-- earlier (a reset flag, or a crash between the last transfer and the mark).
 -- (lease held, path now, recorded, complete).
 WITH lease AS (
     SELECT file_id, path FROM {schema}.files
@@ -224,9 +219,9 @@ WITH lease AS (
 ), transfer AS (
     INSERT INTO {schema}.transfers AS t (file_id, sink, state, attempts, remote_id, remote_url, bytes, checksum,
                                          done_at, resume_token, derivation)
-    SELECT file_id, %(sink)s, 'done', 1, %(remote_id)s, %(url)s, %(bytes)s, %(checksum)s, now(), NULL,
+    SELECT file_id, %(sink)s::text, 'done', 1, %(remote_id)s, %(url)s, %(bytes)s, %(checksum)s, now(), NULL,
            %(derivation)s::jsonb
-    FROM fresh
+    FROM fresh WHERE %(sink)s::text IS NOT NULL
     ON CONFLICT (file_id, sink) DO UPDATE
     SET state = 'done', attempts = t.attempts + 1, remote_id = EXCLUDED.remote_id, remote_url = EXCLUDED.remote_url,
         bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum, done_at = now(), resume_token = NULL, replace = false,
@@ -234,12 +229,13 @@ WITH lease AS (
         error_class = NULL, error_status = NULL, error = NULL, updated_at = now()
 ), stale AS (
     INSERT INTO {schema}.transfers AS t (file_id, sink, state, replace)
-    SELECT file_id, %(sink)s, 'pending', true FROM lease WHERE NOT EXISTS (SELECT 1 FROM fresh)
+    SELECT file_id, %(sink)s::text, 'pending', true FROM lease
+    WHERE NOT EXISTS (SELECT 1 FROM fresh) AND %(sink)s::text IS NOT NULL
     ON CONFLICT (file_id, sink) DO UPDATE SET state = 'pending', replace = true, resume_token = NULL, updated_at = now()
 ), complete AS (
     SELECT fresh.file_id,
            NOT EXISTS (SELECT 1 FROM unnest(%(routed)s::text[]) AS r(sink)
-                       WHERE r.sink <> %(sink)s
+                       WHERE r.sink IS DISTINCT FROM %(sink)s::text
                          AND NOT EXISTS (SELECT 1 FROM {schema}.transfers AS t
                                          WHERE t.file_id = fresh.file_id AND t.sink = r.sink AND t.state = 'done'))
            AS whole
@@ -282,24 +278,6 @@ ON CONFLICT (file_id, sink) DO UPDATE
 SET state = EXCLUDED.state, attempts = t.attempts + 1, error_class = EXCLUDED.error_class,
     error_status = EXCLUDED.error_status, error = EXCLUDED.error, updated_at = now()
 RETURNING file_id
-
--- name: done_sinks
--- The destinations that hold the file.
-SELECT sink FROM {schema}.transfers WHERE file_id = %(file_id)s AND state = 'done'
-
--- name: file_done
--- Every routed destination holds the file (they were done earlier): done, lease and error cleared.
-UPDATE {schema}.files
-SET state = 'done', claimed_by = NULL, claimed_until = NULL, error_class = NULL, error_status = NULL,
-    error = NULL, done_at = now(), updated_at = now(),
-    kind = coalesce(%(kind)s, kind), mime = coalesce(%(mime)s, mime), size = coalesce(%(size)s, size),
-    run_id = (SELECT r.id FROM {schema}.runs AS r WHERE r.worker = {schema}.files.claimed_by AND r.status = 'running'
-              ORDER BY r.id DESC LIMIT 1)
-WHERE file_id = %(file_id)s
-
--- name: mark_app_copied
--- Set the app's copied flag: filesync's only write to the app's table.
-UPDATE {app} SET {app_copied} = true WHERE {app_id} = %(file_id)s AND {app_copied} IS NOT TRUE
 
 -- name: make_due
 -- The end-of-run retry pass: these files that failed transiently in this run are due now (attempts kept).

@@ -162,13 +162,6 @@ class PostgresLedger:
         return sum(self.release(owner) for owner in dead_owners(owners, live_token))
 
     # --- outcomes (lease-checked) -----------------------------------------------------------------
-    def _lock(self, conn: Any, worker: str, file_id: str) -> str | None:
-        """Lock the file if `worker` holds its lease (else LeaseLost); its path now."""
-        row = conn.execute(self.q["lock_leased"], {"file_id": file_id, "worker": worker}).fetchone()
-        if row is None:
-            raise LeaseLost(f"lease on file {file_id} is no longer held by this worker")
-        return row[2]  # type: ignore[no-any-return]
-
     def claim_name(self, worker: str, file_id: str, sink: str, name: str) -> str:
         """Take destination `name` at `sink` for this file unless another file holds it; the owner's id."""
         params = {"worker": worker, "file_id": file_id, "sink": sink, "name": name}
@@ -178,7 +171,7 @@ class PostgresLedger:
             assert row is not None
             held, owner = row
             if not held:
-                raise LeaseLost(f"lease on file {file_id} is no longer held by this worker")
+                raise _lease_lost(file_id)
             if owner is not None:
                 return str(owner)
         raise LedgerError(f"the name {name!r} at {sink} has no owner and cannot be taken")
@@ -199,7 +192,7 @@ class PostgresLedger:
         with self.db.statement() as conn:
             row = conn.execute(self.q[query], {"worker": worker, "file_id": file_id, **params}).fetchone()
         if row is None:
-            raise LeaseLost(f"lease on file {file_id} is no longer held by this worker")
+            raise _lease_lost(file_id)
         return tuple(row)
 
     def record_done(
@@ -210,35 +203,30 @@ class PostgresLedger:
         app's flag are marked with it. Returns True when the file is now complete. With `path` (the path the
         bytes came from), a row that moved meanwhile is not recorded: RowChanged, the transfer marked for
         replace."""
-        params = {"worker": worker, "file_id": file_id, "app_file_id": file_id, "sink": sink, "path": path,
-                  "routed": list(routed), "remote_id": remote.remote_id, "url": remote.url, "bytes": remote.size,
-                  "checksum": remote.checksum, "derivation": Jsonb(dict(derivation)) if derivation else None,
-                  **self._staged_info(file_id)}
+        return self._done(worker, file_id, routed, path=path, transfer={
+            "sink": sink, "remote_id": remote.remote_id, "url": remote.url, "bytes": remote.size,
+            "checksum": remote.checksum, "derivation": Jsonb(dict(derivation)) if derivation else None})
+
+    def mark_complete(self, worker: str, file_id: str, routed: Sequence[str]) -> bool:
+        """For a file whose routed transfers were all done earlier (its flag was reset, or a crash came
+        between the last transfer and the mark): set the flag now. True when complete. The same statement
+        as record_done, with no transfer to write."""
+        return self._done(worker, file_id, routed, path=None, transfer=dict.fromkeys(
+            ("sink", "remote_id", "url", "bytes", "checksum", "derivation")))
+
+    def _done(self, worker: str, file_id: str, routed: Sequence[str], *, path: str | None,
+              transfer: dict[str, Any]) -> bool:
+        params = {"worker": worker, "file_id": file_id, "app_file_id": file_id, "path": path,
+                  "routed": list(routed), **transfer, **self._staged_info(file_id)}
         with self.db.statement() as conn:
             row = conn.execute(self.q["transfer_done"], params).fetchone()
         assert row is not None
         held, now_path, recorded, complete = row
         if not held:
-            raise LeaseLost(f"lease on file {file_id} is no longer held by this worker")
+            raise _lease_lost(file_id)
         if not recorded:
             raise RowChanged(f"file {file_id} moved from {path!r} to {now_path!r} while it was copied")
         return bool(complete)
-
-    def mark_complete(self, worker: str, file_id: str, routed: Sequence[str]) -> bool:
-        """For a file whose routed transfers were all done earlier (its flag was reset, or a crash came
-        between the last transfer and the mark): set the flag now. True when complete."""
-        info = self._staged_info(file_id)
-        with self.db.transaction() as conn:
-            self._lock(conn, worker, file_id)
-            return self._complete_if_done(conn, file_id, routed, info)
-
-    def _complete_if_done(self, conn: Any, file_id: str, routed: Sequence[str], info: dict[str, Any]) -> bool:
-        done = {r[0] for r in conn.execute(self.q["done_sinks"], {"file_id": file_id})}
-        if not set(routed) <= done:
-            return False
-        conn.execute(self.q["file_done"], {"file_id": file_id, **info})
-        conn.execute(self.q["mark_app_copied"], {"file_id": file_id})
-        return True
 
     def record_transfer_failure(
         self, worker: str, file_id: str, sink: str, error_class: str, status: int | None, error: str,
@@ -404,6 +392,10 @@ class PostgresLedger:
             return conn.execute(self.q["abandon_runs"], {
                 "ids": ids, "error": f"abandoned: its process ended without finishing it (seen by run {run_id})",
             }).rowcount
+
+
+def _lease_lost(file_id: str) -> LeaseLost:
+    return LeaseLost(f"lease on file {file_id} is no longer held by this worker")
 
 
 def _index_names(plan: Any) -> set[str]:

@@ -228,6 +228,30 @@ def test_expired_lease_refuses_the_mark_even_when_nobody_took_it(
     assert backend.transfers("f1") == []
 
 
+def test_the_flag_is_set_only_when_every_routed_destination_holds_the_file(
+    backend: Backend, ledgers: Callable[[], Ledger]
+) -> None:
+    """record_done with another destination still to go, then mark_complete (the pass for a file whose
+    transfers were all done earlier): the flag waits for the last one, and only the lease holder sets it."""
+    backend.add_files(["f1"])
+    a = ledgers()
+    a.enqueue()
+    a.claim("A@host/1", limit=1, lease_seconds=60)
+    other = "bunny"
+
+    assert a.record_done("A@host/1", "f1", SINK, remote("A"), [SINK, other]) is False
+    assert a.mark_complete("A@host/1", "f1", [SINK, other]) is False
+    assert backend.app_flag("f1") is False
+    with pytest.raises(LeaseLost):
+        a.mark_complete("B@host/2", "f1", [SINK])
+    assert backend.app_flag("f1") is False
+
+    assert a.mark_complete("A@host/1", "f1", [SINK]) is True  # the routes now name only the done one
+    assert backend.app_flag("f1") is True
+    assert backend.file_row("f1") == ("done", 0, None, None)
+    assert backend.transfers("f1") == [(SINK, "done", "img-from-A", 1, None)]  # no transfer written
+
+
 def test_parallel_claimers_never_get_the_same_file(backend: Backend, ledgers: Callable[[], Ledger]) -> None:
     ids = [f"p{n:04d}" for n in range(500)]
     backend.add_files(ids)
